@@ -1,0 +1,1 @@
+"""PostgreSQL access of the calendar service: tables, engine, unit of work, migrations."""

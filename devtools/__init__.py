@@ -1,0 +1,1 @@
+"""Developer tooling behind the Makefile: service checks, local set-up, `make run`."""

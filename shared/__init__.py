@@ -1,0 +1,1 @@
+"""Code the services share: message contracts, the consumer runtime, settings helpers."""

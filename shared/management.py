@@ -1,0 +1,106 @@
+"""A small async client for the RabbitMQ management HTTP API.
+
+Used for what AMQP cannot do: loading definitions, queue depths for the
+admin pages and readiness, and throw-away vhosts in tests. Credentials come
+from the URL (``http://user:password@host:15672``).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+
+class ManagementError(RuntimeError):
+    """The management API refused a request or could not be reached."""
+
+
+def _split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    parts = urlsplit(url)
+    auth = None
+    if parts.username:
+        auth = httpx.BasicAuth(parts.username, parts.password or "")
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")), auth
+
+
+class ManagementClient:
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        base_url, auth = _split_credentials(url)
+        self._http = httpx.AsyncClient(base_url=f"{base_url}/api", auth=auth, timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ManagementError(f"management API unreachable: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise ManagementError(
+                f"{method} {path} answered {response.status_code}: {response.text[:300]}"
+            )
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    async def overview(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", "/overview")
+        return result
+
+    async def enabled_plugins(self) -> set[str]:
+        nodes: list[dict[str, Any]] = await self._request("GET", "/nodes")
+        return {plugin for node in nodes for plugin in node.get("enabled_plugins", [])}
+
+    async def import_definitions(self, definitions: dict[str, Any]) -> None:
+        await self._request("POST", "/definitions", json=definitions)
+
+    async def vhosts(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._request("GET", "/vhosts")
+        return result
+
+    async def vhost_exists(self, vhost: str) -> bool:
+        try:
+            await self._request("GET", f"/vhosts/{quote(vhost, safe='')}")
+        except ManagementError as exc:
+            if " 404:" in str(exc):
+                return False
+            raise
+        return True
+
+    async def delete_vhost(self, vhost: str) -> None:
+        await self._request("DELETE", f"/vhosts/{quote(vhost, safe='')}")
+
+    async def queues(self, vhost: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._request(
+            "GET", f"/queues/{quote(vhost, safe='')}"
+        )
+        return result
+
+    async def purge_queue(self, vhost: str, name: str) -> None:
+        await self._request(
+            "DELETE", f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}/contents"
+        )
+
+    async def queue(self, vhost: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request(
+            "GET", f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}"
+        )
+        return result

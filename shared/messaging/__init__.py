@@ -1,0 +1,1 @@
+"""Messaging building blocks shared by the services: topology, codecs, runtime."""

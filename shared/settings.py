@@ -1,0 +1,46 @@
+"""Settings every service shares; each service extends this with its own.
+
+Twelve-factor: everything comes from the environment (or a ``.env`` file),
+with defaults that work against the local services of ``make run``. Each
+service builds its Settings object once at start-up and passes it down.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    app_env: Literal["dev", "test", "prod"] = "dev"
+    log_level: str = "INFO"
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/rsvp"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/rsvp"
+    rabbitmq_management_url: str = "http://ops:ops@127.0.0.1:15672"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    #: Port of the small HTTP server with /healthz, /readyz and /metrics that
+    #: background processes serve; 0 picks a free port, None uses the default.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_asyncpg_driver(cls, value: str) -> str:
+        """Accept the plain ``postgresql://`` URLs operators write."""
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value.removeprefix(prefix)
+        return value
+
+    @property
+    def asyncpg_dsn(self) -> str:
+        """The same database for asyncpg, which wants no driver suffix."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)

@@ -1,0 +1,100 @@
+"""Per-run resources on the real servers: a RabbitMQ vhost and a database.
+
+Names carry the creation time (``rsvp_test_<epoch>_<hex>``) so that a run
+which died before cleaning up is swept by a later one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+import asyncpg
+
+from devtools.env import EnvSettings, _postgres_dsn
+from shared.management import ManagementClient
+from shared.messaging.definitions import DEFINITIONS_PATH, retarget
+
+PREFIX = "rsvp_test_"
+STALE_AFTER_S = 3 * 3600
+
+
+def new_resource_name() -> str:
+    return f"{PREFIX}{int(time.time())}_{uuid.uuid4().hex[:8]}"
+
+
+def _is_stale(name: str) -> bool:
+    try:
+        created = int(name.removeprefix(PREFIX).split("_", 1)[0])
+    except ValueError:
+        return False
+    return time.time() - created > STALE_AFTER_S
+
+
+@dataclass(frozen=True)
+class BrokerEnv:
+    """A vhost holding the product's topology, for one test run or one test."""
+
+    vhost: str
+    host: str
+    port: int
+    admin_url: str
+
+    def amqp_url(self, user: str) -> str:
+        """AMQP URL as a given broker user (dev password = user name)."""
+        return f"amqp://{user}:{user}@{self.host}:{self.port}/{quote(self.vhost, safe='')}"
+
+
+async def create_broker_vhost(settings: EnvSettings, name: str | None = None) -> BrokerEnv:
+    vhost = name or new_resource_name()
+    definitions = retarget(
+        json.loads(DEFINITIONS_PATH.read_text()), vhost, description="pytest run"
+    )
+    async with ManagementClient(settings.rabbitmq_admin_url) as admin:
+        await admin.import_definitions(definitions)
+    amqp = urlsplit(settings.amqp_url)
+    return BrokerEnv(
+        vhost=vhost,
+        host=amqp.hostname or "127.0.0.1",
+        port=amqp.port or 5672,
+        admin_url=settings.rabbitmq_admin_url,
+    )
+
+
+async def delete_broker_vhost(settings: EnvSettings, vhost: str) -> None:
+    async with ManagementClient(settings.rabbitmq_admin_url) as admin:
+        await admin.delete_vhost(vhost)
+
+
+async def sweep_stale_vhosts(settings: EnvSettings) -> None:
+    async with ManagementClient(settings.rabbitmq_admin_url) as admin:
+        for vhost in await admin.vhosts():
+            if vhost["name"].startswith(PREFIX) and _is_stale(vhost["name"]):
+                await admin.delete_vhost(vhost["name"])
+
+
+async def create_database(settings: EnvSettings, name: str) -> str:
+    """Create an empty database; return its SQLAlchemy URL."""
+    conn = await asyncpg.connect(_postgres_dsn(settings.database_url, "postgres"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        for (stale,) in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", PREFIX + "%"
+        ):
+            if _is_stale(stale):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    url = urlsplit(_postgres_dsn(settings.database_url, name))
+    return url._replace(scheme="postgresql+asyncpg").geturl()
+
+
+async def drop_database(settings: EnvSettings, name: str) -> None:
+    conn = await asyncpg.connect(_postgres_dsn(settings.database_url, "postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
