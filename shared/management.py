@@ -94,6 +94,15 @@ class ManagementClient:
         )
         return result
 
+    async def set_operator_policy(self, vhost: str, name: str, policy: dict[str, Any]) -> None:
+        """An operator policy: caps (e.g. max-length) that win over queue arguments."""
+        path = f"/operator-policies/{quote(vhost, safe='')}/{quote(name, safe='')}"
+        await self._request("PUT", path, json=policy)
+
+    async def delete_operator_policy(self, vhost: str, name: str) -> None:
+        path = f"/operator-policies/{quote(vhost, safe='')}/{quote(name, safe='')}"
+        await self._request("DELETE", path)
+
     async def purge_queue(self, vhost: str, name: str) -> None:
         await self._request(
             "DELETE", f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}/contents"

@@ -1,0 +1,131 @@
+"""What happens to one delivered message: handle it, then publish, then ack (design §6).
+
+Every outcome ends the same way: whatever must be published (follow-ups, a
+retry copy, a dead letter) is confirmed by the broker first, and only then is
+the delivery acked. A crash in between duplicates a message, never loses one;
+the inbox turns the duplicate into a no-op. If publishing fails the delivery
+is returned to its queue (nack with requeue) for another try.
+
+    body does not validate        -> dlx, reason invalid_message
+    message id already in inbox   -> republish stored follow-ups
+    handler returns follow-ups    -> inbox record, publish follow-ups
+    handler raises                -> retry tier or dlx (see failures.py)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared.messaging.codec import log_context, stored_body_to_amqp
+from shared.messaging.errors import InvalidMessageError
+from shared.messaging.failures import FailureRouting
+from shared.messaging.followups import with_followup_ids
+from shared.messaging.inbox import Inbox
+from shared.messaging.metrics import RuntimeMetrics
+from shared.messaging.publisher import Publisher
+from shared.messaging.subscription import Subscription
+from shared.messaging.topology import FOLLOWUPS_EXCHANGE
+from shared.schemas import InvalidMessage, parse_message
+
+log = logging.getLogger(__name__)
+
+#: Pause before a delivery whose publish failed goes back to its queue,
+#: so a broker in trouble is not hammered by immediate redeliveries.
+RETURN_PAUSE_S = 1.0
+
+
+class Delivery:
+    """Handles the deliveries of one subscription; one instance per subscription."""
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        *,
+        inbox: Inbox,
+        publisher: Publisher,
+        metrics: RuntimeMetrics,
+        runtime: str,
+    ) -> None:
+        self._sub = subscription
+        self._inbox = inbox
+        self._publisher = publisher
+        self._metrics = metrics
+        self._labels = {"consumer": runtime, "queue": subscription.queue.name}
+        self._failures = FailureRouting(
+            subscription, publisher=publisher, metrics=metrics, labels=self._labels
+        )
+
+    async def process(self, message: AbstractIncomingMessage) -> None:
+        """Settle ``message``: ack once its outcome is published, or return it."""
+        in_flight = self._metrics.in_flight.labels(**self._labels)
+        in_flight.inc()
+        try:
+            await self._handle(message)
+        except asyncio.CancelledError:
+            await return_to_queue(message)
+            raise
+        except Exception:
+            log.exception("could not settle message; returning it", extra=log_context(message))
+            try:
+                await asyncio.sleep(RETURN_PAUSE_S)
+            finally:
+                await return_to_queue(message)
+        else:
+            await _ack(message)
+        finally:
+            in_flight.dec()
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = parse_message(message.body)
+        except InvalidMessage as exc:
+            error = InvalidMessageError(str(exc))
+            await self._failures.dead_letter(message, None, error, reason=error.reason)
+            return
+        try:
+            stored = await self._inbox.seen(self._sub.consumer, envelope.message_id)
+        except Exception as exc:
+            await self._failures.route(message, envelope, exc)
+            return
+        if stored is not None:
+            await self._publish_followups(stored)
+            self._metrics.duplicates.labels(**self._labels).inc()
+            log.info("duplicate: follow-ups republished", extra=log_context(message, envelope))
+            return
+        try:
+            with self._metrics.handler_duration.labels(**self._labels).time():
+                returned = await self._sub.handler(envelope)
+            followups = with_followup_ids(self._sub.consumer, envelope.message_id, returned)
+            bodies = [followup.model_dump_json().encode() for followup in followups]
+            await self._inbox.record(self._sub.consumer, envelope.message_id, bodies)
+        except Exception as exc:
+            await self._failures.route(message, envelope, exc)
+            return
+        await self._publish_followups(bodies)
+        self._metrics.handled.labels(**self._labels).inc()
+        log.info("handled", extra=log_context(message, envelope))
+
+    async def _publish_followups(self, bodies: Sequence[bytes]) -> None:
+        for body in bodies:
+            followup = stored_body_to_amqp(body)
+            await self._publisher.publish_raw(followup, FOLLOWUPS_EXCHANGE, followup.type or "")
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    try:
+        await message.ack()
+    except Exception:
+        # The channel is gone: the broker redelivers and the inbox absorbs it.
+        log.warning("ack failed; the message will be redelivered", extra=log_context(message))
+
+
+async def return_to_queue(message: AbstractIncomingMessage) -> None:
+    """Give a delivery back unprocessed (nack with requeue), if the channel still can."""
+    try:
+        await message.nack(requeue=True)
+    except Exception:
+        log.warning("nack failed; the broker requeues on channel close", extra=log_context(message))
