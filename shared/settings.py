@@ -18,6 +18,8 @@ class ServiceSettings(BaseSettings):
 
     app_env: Literal["dev", "test", "prod"] = "dev"
     log_level: str = "INFO"
+    #: ``auto``: JSON lines unless stderr is a terminal.
+    log_format: Literal["auto", "json", "console"] = "auto"
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/rsvp"
     db_pool_size: int = Field(default=10, ge=1, le=200)

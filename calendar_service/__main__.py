@@ -1,0 +1,28 @@
+"""`python -m calendar_service`: serve the API with uvicorn on uvloop."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from calendar_service.app import create_app
+from calendar_service.config import Settings
+from shared.logs import configure_logging
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("api", settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host="0.0.0.0",
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

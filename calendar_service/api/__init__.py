@@ -1,0 +1,1 @@
+"""HTTP routes of the calendar service, one module per resource."""

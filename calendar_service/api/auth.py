@@ -1,0 +1,72 @@
+"""Accounts and tokens: `POST /auth/register`, `POST /auth/token`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel, EmailStr, Field, field_validator
+
+from calendar_service.api.deps import ContainerDep, UowDep
+from calendar_service.security import hash_password, verify_password
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class Registration(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=8, max_length=128)
+    name: str = Field(min_length=1, max_length=120)
+
+    @field_validator("name")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        value = value.strip()
+        if not value or any(ord(c) < 32 for c in value):
+            raise ValueError("name must be printable text")
+        return value
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: str
+    created_at: datetime
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+async def register(body: Registration, uow: UowDep, container: ContainerDep) -> UserOut:
+    email = body.email.lower()
+    role = "admin" if email in container.settings.admin_emails else "user"
+    user = await uow.users.add(
+        email=email, name=body.name, password_hash=hash_password(body.password), role=role
+    )
+    if user is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="email is already registered")
+    await uow.commit()
+    return UserOut.model_validate(dict(user))
+
+
+@router.post("/token", response_model=Token)
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    uow: UowDep,
+    container: ContainerDep,
+) -> Token:
+    user = await uow.users.by_email(form.username.strip().lower())
+    if not verify_password(user["password_hash"] if user else None, form.password) or not user:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="incorrect email or password",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Token(access_token=container.tokens.issue(user["id"], user["role"]))

@@ -1,0 +1,108 @@
+"""Events: create, list (keyset pages), read with RSVP counts (cached)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Self
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from sqlalchemy.engine import RowMapping
+
+from calendar_service.api.deps import ContainerDep, CurrentUser, UowDep
+from calendar_service.api.pagination import decode_cursor, encode_cursor
+from calendar_service.services import NotFound
+
+router = APIRouter(prefix="/events", tags=["events"])
+
+
+class EventIn(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime | None = None
+    location: str | None = Field(default=None, max_length=300)
+    capacity: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> Self:
+        if self.ends_at is not None and self.ends_at < self.starts_at:
+            raise ValueError("ends_at must not be before starts_at")
+        return self
+
+
+class RsvpCounts(BaseModel):
+    going: int
+    maybe: int
+    declined: int
+    seats_taken: int
+    seats_left: int | None
+
+
+class EventOut(BaseModel):
+    id: uuid.UUID
+    organizer_id: uuid.UUID
+    title: str
+    starts_at: datetime
+    ends_at: datetime | None
+    location: str | None
+    capacity: int | None
+    created_at: datetime
+
+
+class EventDetail(EventOut):
+    rsvp_counts: RsvpCounts
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+def _detail(row: RowMapping) -> EventDetail:
+    capacity = row["capacity"]
+    return EventDetail.model_validate(
+        {
+            **row,
+            "rsvp_counts": {
+                "going": row["going_count"],
+                "maybe": row["maybe_count"],
+                "declined": row["declined_count"],
+                "seats_taken": row["going_seats"],
+                "seats_left": None if capacity is None else capacity - row["going_seats"],
+            },
+        }
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=EventDetail)
+async def create_event(body: EventIn, caller: CurrentUser, uow: UowDep) -> EventDetail:
+    row = await uow.events.add(organizer_id=caller.user_id, **body.model_dump())
+    await uow.commit()
+    return _detail(row)
+
+
+@router.get("", response_model=EventPage)
+async def list_events(
+    uow: UowDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> EventPage:
+    rows = await uow.events.page(limit=limit + 1, after=decode_cursor(cursor))
+    items = [EventOut.model_validate(dict(r)) for r in rows[:limit]]
+    more = len(rows) > limit
+    next_cursor = encode_cursor(items[-1].starts_at, items[-1].id) if more else None
+    return EventPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{event_id}", response_model=EventDetail)
+async def get_event(event_id: uuid.UUID, uow: UowDep, container: ContainerDep) -> Response:
+    cached = await container.cache.get(event_id)
+    if cached is not None:
+        return Response(cached, media_type="application/json", headers={"x-cache": "hit"})
+    row = await uow.events.get(event_id)
+    if row is None:
+        raise NotFound("event")
+    body = _detail(row).model_dump_json().encode()
+    await container.cache.put(event_id, body)
+    return Response(body, media_type="application/json", headers={"x-cache": "miss"})

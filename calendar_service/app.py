@@ -1,0 +1,42 @@
+"""create_app(): the FastAPI application with its routes, middleware and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from calendar_service.api import auth, events, health, rsvps
+from calendar_service.api.errors import install_error_handlers
+from calendar_service.api.middleware import BodySizeLimit, RequestContext
+from calendar_service.bootstrap import bootstrap
+from calendar_service.config import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = await bootstrap(settings)
+        app.state.container = container
+        try:
+            yield
+        finally:
+            await container.aclose()
+
+    app = FastAPI(
+        title="RSVP calendar service",
+        version="1.0.0",
+        summary="Events and RSVPs; every RSVP change is published through an outbox.",
+        lifespan=lifespan,
+    )
+    for module in (auth, events, rsvps, health):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestContext)
+    return app

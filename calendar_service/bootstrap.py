@@ -1,0 +1,73 @@
+"""Composition root of the calendar API: every connection it opens, and where it closes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import aio_pika
+import redis.asyncio as redis
+from aio_pika.abc import AbstractRobustConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from calendar_service.cache import EventCache
+from calendar_service.config import Settings
+from calendar_service.db.session import create_engine
+from calendar_service.security import TokenIssuer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: AsyncEngine
+    redis: redis.Redis
+    tokens: TokenIssuer
+    cache: EventCache
+    broker: AbstractRobustConnection | None = None
+    _broker_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def aclose(self) -> None:
+        if self._broker_task is not None:
+            self._broker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._broker_task
+        if self.broker is not None:
+            await self.broker.close()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+async def _connect_broker(container: Container) -> None:
+    """Keep trying in the background: the API serves without the broker (outbox)."""
+    delay = 1.0
+    while True:
+        try:
+            container.broker = await aio_pika.connect_robust(
+                container.settings.amqp_url, client_properties={"connection_name": "calendar-api"}
+            )
+            return
+        except (OSError, aio_pika.exceptions.AMQPError) as exc:
+            log.warning("broker unreachable, retrying in %.0fs: %r", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def bootstrap(settings: Settings) -> Container:
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
+    )
+    container = Container(
+        settings=settings,
+        engine=create_engine(settings),
+        redis=client,
+        tokens=TokenIssuer(settings.jwt_secret, timedelta(seconds=settings.jwt_ttl_seconds)),
+        cache=EventCache(client),
+    )
+    # readiness reports the broker; RSVPs never wait for it (they go to the outbox)
+    container._broker_task = asyncio.create_task(_connect_broker(container))
+    return container

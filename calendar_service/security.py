@@ -1,0 +1,68 @@
+"""Password hashing (argon2id) and access tokens (JWT, HS256)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+#: Verified against when the user does not exist, so timing does not reveal accounts.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class InvalidToken(Exception):
+    """Expired, forged, or malformed."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: uuid.UUID
+    role: str
+
+
+@dataclass(frozen=True)
+class TokenIssuer:
+    secret: str
+    ttl: timedelta
+    algorithm: str = "HS256"
+    audience: str = "rsvp-calendar"
+
+    def issue(self, user_id: uuid.UUID, role: str) -> str:
+        now = datetime.now(UTC)
+        claims = {
+            "sub": str(user_id),
+            "role": role,
+            "aud": self.audience,
+            "iat": now,
+            "exp": now + self.ttl,
+        }
+        return jwt.encode(claims, self.secret, algorithm=self.algorithm)
+
+    def verify(self, token: str) -> TokenClaims:
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=[self.algorithm],
+                audience=self.audience,
+                options={"require": ["sub", "exp", "aud"]},
+            )
+            return TokenClaims(user_id=uuid.UUID(claims["sub"]), role=str(claims.get("role")))
+        except (jwt.PyJWTError, ValueError, KeyError) as exc:
+            raise InvalidToken(str(exc)) from exc

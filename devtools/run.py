@@ -1,0 +1,129 @@
+"""`make run`: every process of the system in the foreground, stopped together.
+
+Starts the API, the outbox relay, the follow-up consumer, the email and push
+consumers (once their packages have a ``__main__``), and a development SMTP
+sink unless ``SMTP_HOST`` is set. Output lines carry the process name.
+Ctrl-C (or SIGTERM) sends SIGTERM to every process, waits for them to drain,
+and kills what is still running after the grace period. If one process dies
+on its own, the others are stopped too, and the exit code says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+
+GRACE_S = 20.0
+COLOURS = ("36", "32", "33", "35", "34", "31", "96")
+
+
+@dataclass
+class Process:
+    name: str
+    module: str
+    env: dict[str, str] = field(default_factory=dict)
+    handle: asyncio.subprocess.Process | None = None
+
+
+def plan(metrics_base: int, smtp_external: bool) -> list[Process]:
+    processes = [
+        Process("api", "calendar_service"),
+        Process("relay", "calendar_service.relay", {"METRICS_PORT": str(metrics_base + 1)}),
+        Process("followups", "calendar_service.followups", {"METRICS_PORT": str(metrics_base + 2)}),
+    ]
+    for offset, (name, package) in enumerate(
+        (("email", "email_consumer"), ("push", "push_consumer")), start=3
+    ):
+        if importlib.util.find_spec(f"{package}.__main__") is not None:
+            processes.append(Process(name, package, {"METRICS_PORT": str(metrics_base + offset)}))
+    if not smtp_external:
+        processes.insert(0, Process("mail", "devtools.mailsink"))
+    return processes
+
+
+async def pipe_output(process: Process, colour: str, stream: asyncio.StreamReader) -> None:
+    prefix = f"\033[{colour}m{process.name:>9} |\033[0m " if sys.stdout.isatty() else ""
+    prefix = prefix or f"{process.name:>9} | "
+    while line := await stream.readline():
+        sys.stdout.write(prefix + line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+async def start(process: Process, colour: str, tasks: list[asyncio.Task[None]]) -> None:
+    env = {**os.environ, **process.env}
+    env.setdefault("LOG_FORMAT", "console" if sys.stdout.isatty() else "json")
+    process.handle = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        process.module,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.handle.stdout is not None
+    tasks.append(asyncio.create_task(pipe_output(process, colour, process.handle.stdout)))
+
+
+async def stop_all(processes: list[Process]) -> None:
+    running = [p for p in processes if p.handle and p.handle.returncode is None]
+    for process in running:
+        assert process.handle is not None
+        with contextlib.suppress(ProcessLookupError):
+            process.handle.send_signal(signal.SIGTERM)
+    waits = [p.handle.wait() for p in running if p.handle]
+    try:
+        await asyncio.wait_for(asyncio.gather(*waits), timeout=GRACE_S)
+    except TimeoutError:
+        for process in running:
+            if process.handle and process.handle.returncode is None:
+                print(f"{process.name} did not stop in {GRACE_S:.0f}s: killing it", flush=True)
+                with contextlib.suppress(ProcessLookupError):
+                    process.handle.kill()
+
+
+async def supervise(processes: list[Process]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    output: list[asyncio.Task[None]] = []
+    for index, process in enumerate(processes):
+        await start(process, COLOURS[index % len(COLOURS)], output)
+    names = ", ".join(p.name for p in processes)
+    print(f"started {names}; Ctrl-C stops them all", flush=True)
+
+    exits = {asyncio.create_task(p.handle.wait()): p for p in processes if p.handle is not None}
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({stopper, *exits}, return_when=asyncio.FIRST_COMPLETED)
+    failed = [exits[t] for t in done if t in exits]
+    for process in failed:
+        assert process.handle is not None
+        print(f"{process.name} exited with code {process.handle.returncode}", flush=True)
+    await stop_all(processes)
+    await asyncio.gather(*output, return_exceptions=True)
+    stopper.cancel()
+    print("all processes stopped", flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--metrics-base",
+        type=int,
+        default=9100,
+        help="background processes serve /metrics on BASE+1.. (default 9100)",
+    )
+    args = parser.parse_args(argv)
+    processes = plan(args.metrics_base, smtp_external="SMTP_HOST" in os.environ)
+    return asyncio.run(supervise(processes))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""Fixtures for integration tests of the calendar service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from calendar_service.config import Settings
+from tests.support.api import api_client
+from tests.support.services import BrokerEnv
+
+
+@pytest.fixture(scope="session")
+def calendar_settings(database_url: str, broker: BrokerEnv) -> Settings:
+    return Settings(
+        app_env="test",
+        database_url=database_url,
+        amqp_url=broker.amqp_url("calendar"),
+        admin_emails=frozenset({"admin@example.com"}),
+        db_pool_size=5,
+    )
+
+
+@pytest.fixture(scope="session")
+async def client(calendar_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(calendar_settings) as client:
+        yield client

@@ -1,0 +1,181 @@
+"""The calendar records what the consumers report, idempotently and without regressing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from calendar_service.config import Settings
+from calendar_service.db.session import create_engine
+from calendar_service.followups import build_runtime
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import FOLLOWUPS_EXCHANGE
+from shared.schemas import (
+    DeliveryFailedPayload,
+    EmailFailed,
+    EmailSent,
+    EmailSentPayload,
+    Envelope,
+    PushSent,
+    PushSentPayload,
+)
+from tests.support.amqp import channel_as
+from tests.support.api import create_event, register
+from tests.support.services import BrokerEnv
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def followups_running(calendar_settings: Settings) -> AsyncIterator[None]:
+    engine = create_engine(calendar_settings)
+    pool = await asyncpg.create_pool(calendar_settings.asyncpg_dsn, min_size=1, max_size=2)
+    runtime = build_runtime(calendar_settings, engine, pool, metrics_port=None)
+    task = asyncio.create_task(runtime.run())
+    yield
+    runtime.stop()
+    await asyncio.wait_for(task, timeout=30)
+    await pool.close()
+    await engine.dispose()
+
+
+async def new_rsvp(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+    organizer, guest = await register(client), await register(client)
+    event = await create_event(client, organizer)
+    response = await client.post(
+        f"/events/{event['id']}/rsvps", json={"status": "going"}, headers=guest["headers"]
+    )
+    assert response.status_code == 201
+    return guest, response.json()
+
+
+def outcome(rsvp: dict[str, Any], version: int) -> dict[str, Any]:
+    return {
+        "source_message_id": uuid.uuid4(),
+        "source_type": "rsvp.created",
+        "kind": "confirmation",
+        "user_id": rsvp["user_id"],
+        "event_id": rsvp["event_id"],
+        "rsvp_id": rsvp["id"],
+        "rsvp_version": version,
+    }
+
+
+def email_sent(rsvp: dict[str, Any], version: int) -> EmailSent:
+    payload = EmailSentPayload(
+        **outcome(rsvp, version), recipient="guest@example.com", smtp_message_id="<x@y>"
+    )
+    return EmailSent.first(payload, producer="email_consumer")
+
+
+def email_failed(rsvp: dict[str, Any], version: int) -> EmailFailed:
+    payload = DeliveryFailedPayload(**outcome(rsvp, version), reason="smtp_rejected", error="550")
+    return EmailFailed.first(payload, producer="email_consumer")
+
+
+async def report(broker: BrokerEnv, user: str, *messages: Envelope[Any]) -> None:
+    async with channel_as(broker.amqp_url(user)) as channel:
+        publisher = Publisher(channel)
+        for message in messages:
+            await publisher.publish(message, exchange=FOLLOWUPS_EXCHANGE, routing_key=message.type)
+
+
+async def handled(settings: Settings, message: Envelope[Any], timeout: float = 10) -> None:
+    """Wait until the follow-up consumer has recorded ``message`` in its inbox."""
+    connection = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        async with asyncio.timeout(timeout):
+            while not await connection.fetchval(
+                "SELECT 1 FROM consumer_inbox WHERE message_id = $1", message.message_id
+            ):
+                await asyncio.sleep(0.05)
+    finally:
+        await connection.close()
+
+
+async def notifications_when(
+    client: httpx.AsyncClient,
+    guest: dict[str, Any],
+    rsvp_id: str,
+    expected: dict[str, str],
+    timeout: float = 10,
+) -> dict[str, str]:
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await client.get(f"/rsvps/{rsvp_id}", headers=guest["headers"])
+            notifications: dict[str, str] = response.json()["notifications"]
+            if notifications == expected:
+                return notifications
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.usefixtures("followups_running")
+async def test_email_sent_and_push_skipped_show_on_the_rsvp(
+    client: httpx.AsyncClient, broker: BrokerEnv
+) -> None:
+    guest, rsvp = await new_rsvp(client)
+    push = PushSent.first(
+        PushSentPayload(**outcome(rsvp, 1), status="skipped", delivered=0),
+        producer="push_consumer",
+    )
+
+    await report(broker, "email", email_sent(rsvp, 1))
+    await report(broker, "push", push)
+
+    assert await notifications_when(client, guest, rsvp["id"], {"email": "sent", "push": "skipped"})
+
+
+@pytest.mark.usefixtures("followups_running")
+async def test_a_late_failure_does_not_regress_a_sent_email(
+    client: httpx.AsyncClient, broker: BrokerEnv, calendar_settings: Settings
+) -> None:
+    guest, rsvp = await new_rsvp(client)
+    await report(broker, "email", email_sent(rsvp, 1))
+    await notifications_when(client, guest, rsvp["id"], {"email": "sent", "push": "pending"})
+
+    late = email_failed(rsvp, 1)  # same version, worse news
+    await report(broker, "email", late)
+    await handled(calendar_settings, late)
+
+    read = await client.get(f"/rsvps/{rsvp['id']}", headers=guest["headers"])
+    assert read.json()["notifications"]["email"] == "sent"
+
+
+@pytest.mark.usefixtures("followups_running")
+async def test_a_report_about_an_older_rsvp_version_is_ignored(
+    client: httpx.AsyncClient, broker: BrokerEnv, calendar_settings: Settings
+) -> None:
+    guest, rsvp = await new_rsvp(client)
+    changed = await client.post(
+        f"/events/{rsvp['event_id']}/rsvps", json={"status": "maybe"}, headers=guest["headers"]
+    )
+    assert changed.json()["version"] == 2
+
+    old_news = email_sent(rsvp, 1)  # about the first answer
+    await report(broker, "email", old_news)
+    await handled(calendar_settings, old_news)
+    read = await client.get(f"/rsvps/{rsvp['id']}", headers=guest["headers"])
+    assert read.json()["notifications"]["email"] == "pending"
+
+    await report(broker, "email", email_sent(rsvp, 2))
+    assert await notifications_when(client, guest, rsvp["id"], {"email": "sent", "push": "pending"})
+
+
+@pytest.mark.usefixtures("followups_running")
+async def test_the_same_follow_up_twice_changes_nothing_the_second_time(
+    client: httpx.AsyncClient, broker: BrokerEnv
+) -> None:
+    guest, rsvp = await new_rsvp(client)
+    failed = email_failed(rsvp, 1)
+
+    await report(broker, "email", failed, failed)
+
+    assert await notifications_when(
+        client, guest, rsvp["id"], {"email": "failed", "push": "pending"}
+    )
