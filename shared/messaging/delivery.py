@@ -7,6 +7,7 @@ the inbox turns the duplicate into a no-op. If publishing fails the delivery
 is returned to its queue (nack with requeue) for another try.
 
     body does not validate        -> dlx, reason invalid_message
+    claimed by another worker     -> retry tier (it comes back as a duplicate)
     message id already in inbox   -> republish stored follow-ups
     handler returns follow-ups    -> inbox record, publish follow-ups
     handler raises                -> retry tier or dlx (see failures.py)
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared.messaging.codec import log_context, stored_body_to_amqp
-from shared.messaging.errors import InvalidMessageError
+from shared.messaging.errors import InvalidMessageError, TransientError
 from shared.messaging.failures import FailureRouting
 from shared.messaging.followups import with_followup_ids
 from shared.messaging.inbox import Inbox
@@ -87,23 +88,27 @@ class Delivery:
             await self._failures.dead_letter(message, None, error, reason=error.reason)
             return
         try:
-            stored = await self._inbox.seen(self._sub.consumer, envelope.message_id)
+            async with self._inbox.claim(self._sub.consumer, envelope.message_id) as claim:
+                if claim.busy:
+                    raise TransientError(
+                        "another worker is handling this message right now", reason="in_progress"
+                    )
+                if claim.followups is not None:
+                    duplicate, bodies = True, claim.followups
+                else:
+                    duplicate = False
+                    with self._metrics.handler_duration.labels(**self._labels).time():
+                        returned = await self._sub.handler(envelope)
+                    followups = with_followup_ids(self._sub.consumer, envelope.message_id, returned)
+                    bodies = [followup.model_dump_json().encode() for followup in followups]
+                    await claim.record(bodies)
         except Exception as exc:
             await self._failures.route(message, envelope, exc)
             return
-        if stored is not None:
-            await self._publish_followups(stored)
+        if duplicate:
+            await self._publish_followups(bodies)
             self._metrics.duplicates.labels(**self._labels).inc()
             log.info("duplicate: follow-ups republished", extra=log_context(message, envelope))
-            return
-        try:
-            with self._metrics.handler_duration.labels(**self._labels).time():
-                returned = await self._sub.handler(envelope)
-            followups = with_followup_ids(self._sub.consumer, envelope.message_id, returned)
-            bodies = [followup.model_dump_json().encode() for followup in followups]
-            await self._inbox.record(self._sub.consumer, envelope.message_id, bodies)
-        except Exception as exc:
-            await self._failures.route(message, envelope, exc)
             return
         await self._publish_followups(bodies)
         self._metrics.handled.labels(**self._labels).inc()

@@ -1,6 +1,8 @@
 """The inbox: which messages a consumer has already handled (design §6.2).
 
-A message is recorded after its handler succeeded and before it is acked,
+A message is claimed before its handler runs (so two copies in flight at
+once never both run it), and recorded after its handler succeeded and
+before it is acked,
 together with the follow-up bodies it produced. A redelivery or a replay of
 the same ``message_id`` then skips the handler (no second email) and only
 publishes those follow-ups again, byte for byte, in case the first publish
@@ -13,6 +15,9 @@ fixed must run the handler.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
@@ -37,20 +42,80 @@ so republishing sends the very same bytes. Old rows may be deleted by
 """
 
 
+class Claim(Protocol):
+    """A consumer's hold on one message id while it handles it."""
+
+    #: The follow-up bodies recorded earlier, or None if the message is new.
+    followups: list[bytes] | None
+    #: True when another worker holds this message right now: try again later.
+    busy: bool
+
+    async def record(self, followups: list[bytes]) -> None:
+        """Remember the message as handled (durably) before the claim is released."""
+        ...
+
+
 class Inbox(Protocol):
     """Durable memory of handled messages, keyed by consumer and message id."""
+
+    def claim(self, consumer: str, message_id: UUID) -> AbstractAsyncContextManager[Claim]:
+        """Hold ``message_id`` for ``consumer`` until the block ends.
+
+        Two copies of one message in flight at once (a redelivery after a
+        connection loss, a duplicate publish) must not both run the handler:
+        the second finds the claim ``busy``.
+        """
+        ...
 
     async def seen(self, consumer: str, message_id: UUID) -> list[bytes] | None:
         """The follow-up bodies recorded for this message, or None if it is new."""
         ...
 
-    async def record(self, consumer: str, message_id: UUID, followups: list[bytes]) -> None:
-        """Remember the message as handled; a second record of it changes nothing."""
-        ...
+
+_CLAIM = """
+SELECT pg_try_advisory_lock(hashtextextended($1::text || '/' || $2::uuid::text, 0)) AS locked,
+       (SELECT followups FROM consumer_inbox
+        WHERE consumer = $1::text AND message_id = $2::uuid) AS stored,
+       EXISTS (SELECT 1 FROM consumer_inbox
+               WHERE consumer = $1::text AND message_id = $2::uuid) AS handled
+"""
+_RECORD = (
+    "INSERT INTO consumer_inbox (consumer, message_id, followups)"
+    " VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING"
+)
+
+
+def _decode(stored: str | None) -> list[bytes]:
+    return [body.encode() for body in json.loads(stored)] if stored is not None else []
+
+
+def _encode(followups: list[bytes]) -> str:
+    return json.dumps([body.decode() for body in followups])
+
+
+@dataclass
+class _PostgresClaim:
+    connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+    consumer: str
+    message_id: UUID
+    followups: list[bytes] | None
+    busy: bool
+
+    async def record(self, followups: list[bytes]) -> None:
+        await self.connection.execute(_RECORD, self.consumer, self.message_id, _encode(followups))
 
 
 class PostgresInbox:
-    """The inbox in PostgreSQL, shared by every replica of a consumer."""
+    """The inbox in PostgreSQL, shared by every replica of a consumer.
+
+    A claim is a session-level advisory lock on (consumer, message id), taken
+    in the same round trip as the look-up. It is released when the connection
+    goes back to the pool: asyncpg resets a released connection, which drops
+    its advisory locks, and that happens after the record's INSERT committed,
+    so a waiting copy then sees the message as handled. A crashed consumer's
+    session ends and its locks with it. The pool needs a connection per
+    message handled at once.
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -58,25 +123,40 @@ class PostgresInbox:
     async def ensure_schema(self) -> None:
         await self._pool.execute(INBOX_DDL)
 
+    @asynccontextmanager
+    async def claim(self, consumer: str, message_id: UUID) -> AsyncIterator[Claim]:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(_CLAIM, consumer, message_id)
+            assert row is not None
+            yield _PostgresClaim(
+                connection=connection,
+                consumer=consumer,
+                message_id=message_id,
+                followups=_decode(row["stored"]) if row["handled"] else None,
+                busy=not row["locked"],
+            )
+
     async def seen(self, consumer: str, message_id: UUID) -> list[bytes] | None:
         row = await self._pool.fetchrow(
             "SELECT followups FROM consumer_inbox WHERE consumer = $1 AND message_id = $2",
             consumer,
             message_id,
         )
-        if row is None:
-            return None
-        stored = row["followups"]
-        return [body.encode() for body in json.loads(stored)] if stored is not None else []
+        return None if row is None else _decode(row["followups"])
 
     async def record(self, consumer: str, message_id: UUID, followups: list[bytes]) -> None:
-        await self._pool.execute(
-            "INSERT INTO consumer_inbox (consumer, message_id, followups)"
-            " VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING",
-            consumer,
-            message_id,
-            json.dumps([body.decode() for body in followups]),
-        )
+        await self._pool.execute(_RECORD, consumer, message_id, _encode(followups))
+
+
+@dataclass
+class _MemoryClaim:
+    inbox: MemoryInbox
+    key: tuple[str, UUID]
+    followups: list[bytes] | None
+    busy: bool
+
+    async def record(self, followups: list[bytes]) -> None:
+        self.inbox.handled.setdefault(self.key, list(followups))
 
 
 class MemoryInbox:
@@ -84,6 +164,20 @@ class MemoryInbox:
 
     def __init__(self) -> None:
         self.handled: dict[tuple[str, UUID], list[bytes]] = {}
+        self._held: set[tuple[str, UUID]] = set()
+
+    @asynccontextmanager
+    async def claim(self, consumer: str, message_id: UUID) -> AsyncIterator[Claim]:
+        key = (consumer, message_id)
+        busy = key in self._held
+        stored = self.handled.get(key)
+        if not busy:
+            self._held.add(key)
+        try:
+            yield _MemoryClaim(self, key, None if stored is None else list(stored), busy)
+        finally:
+            if not busy:
+                self._held.discard(key)
 
     async def seen(self, consumer: str, message_id: UUID) -> list[bytes] | None:
         stored = self.handled.get((consumer, message_id))

@@ -37,6 +37,7 @@ from tests.support.runtime import (
     drop_broker_connections,
     email_failed_for,
     email_send,
+    email_sent_for,
     http_get,
     rsvp_created,
     running,
@@ -505,3 +506,31 @@ async def test_inbox_keeps_the_first_record_of_a_message(inbox: PostgresInbox) -
 
     assert await inbox.seen("email/test", message.message_id) == [b'{"first": 1}']
     assert await inbox.seen("push/test", message.message_id) is None
+
+
+async def test_two_copies_in_flight_at_once_run_the_handler_once(
+    fresh_broker: BrokerEnv, inbox: PostgresInbox
+) -> None:
+    async def slow(message: Envelope[Any], call: int) -> Sequence[Envelope[Any]]:
+        await asyncio.sleep(1.5)  # the second copy arrives while this one still runs
+        return [email_sent_for(message)]
+
+    handler = RecordingHandler(slow)
+    runtime = email_runtime(fresh_broker, inbox, concurrency=4)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, handler)
+    message = rsvp_created()
+
+    async with running(runtime):
+        await publish_as_calendar(fresh_broker, message)
+        await publish_as_calendar(fresh_broker, message)  # e.g. a redelivery after a blip
+        async with channel_as(fresh_broker.amqp_url("calendar")) as calendar:
+            first = await get_one(calendar, FOLLOWUPS_QUEUE, timeout=10)
+            # the busy copy waits in the 1 s retry tier and comes back as a duplicate
+            second = await get_one(calendar, FOLLOWUPS_QUEUE, timeout=10)
+
+    assert len(handler.calls) == 1
+    assert first is not None
+    assert second is not None
+    assert first.message_id == second.message_id  # the same follow-up, republished
+    async with channel_as(fresh_broker.amqp_url("email")) as email:
+        await assert_empty(email, EMAIL_RSVP_EVENTS.name)
