@@ -101,17 +101,15 @@ async def answer_rsvp(
     uow: UnitOfWork,
     *,
     event_id: uuid.UUID,
-    user_id: uuid.UUID,
+    user: RowMapping,
     answer: Answer,
     correlation_id: uuid.UUID | None = None,
 ) -> RsvpResult:
-    """Create or change the caller's RSVP; the event message joins the same transaction."""
+    """Create or change ``user``'s RSVP; the event message joins the same transaction."""
     event = await uow.events.with_organizer(event_id)
     if event is None:
         raise NotFound("event")
-    user = await uow.users.by_id(user_id)
-    if user is None:
-        raise NotFound("user")
+    user_id = user["id"]
 
     rsvp = await uow.rsvps.insert_new(event_id=event_id, user_id=user_id, answer=answer)
     before: Answer | None = None
@@ -141,17 +139,15 @@ async def cancel_rsvp(
     uow: UnitOfWork,
     *,
     event_id: uuid.UUID,
-    user_id: uuid.UUID,
+    user: RowMapping,
     correlation_id: uuid.UUID | None = None,
 ) -> RowMapping:
     event = await uow.events.with_organizer(event_id)
     if event is None:
         raise NotFound("event")
-    existing = await uow.rsvps.lock_for_user(event_id, user_id)
+    existing = await uow.rsvps.lock_for_user(event_id, user["id"])
     if existing is None or existing["status"] == "cancelled":
         raise NothingToCancel()
-    user = await uow.users.by_id(user_id)
-    assert user is not None
     before = Answer(existing["status"], existing["guests"])
     after = Answer("cancelled", existing["guests"])
     rsvp = await uow.rsvps.change(existing["id"], after)

@@ -8,9 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel, EmailStr, Field, field_validator
+from pydantic import BaseModel, EmailStr, Field
 
 from calendar_service.api.deps import ContainerDep, UowDep
+from calendar_service.api.fields import PlainText, has_nul
 from calendar_service.security import hash_password, verify_password
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -19,15 +20,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 class Registration(BaseModel):
     email: EmailStr
     password: str = Field(min_length=8, max_length=128)
-    name: str = Field(min_length=1, max_length=120)
-
-    @field_validator("name")
-    @classmethod
-    def _no_control_characters(cls, value: str) -> str:
-        value = value.strip()
-        if not value or any(ord(c) < 32 for c in value):
-            raise ValueError("name must be printable text")
-        return value
+    name: PlainText = Field(min_length=1, max_length=120)
 
 
 class UserOut(BaseModel):
@@ -48,7 +41,7 @@ async def register(body: Registration, uow: UowDep, container: ContainerDep) -> 
     email = body.email.lower()
     role = "admin" if email in container.settings.admin_emails else "user"
     user = await uow.users.add(
-        email=email, name=body.name, password_hash=hash_password(body.password), role=role
+        email=email, name=body.name, password_hash=await hash_password(body.password), role=role
     )
     if user is None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="email is already registered")
@@ -62,8 +55,10 @@ async def token(
     uow: UowDep,
     container: ContainerDep,
 ) -> Token:
-    user = await uow.users.by_email(form.username.strip().lower())
-    if not verify_password(user["password_hash"] if user else None, form.password) or not user:
+    username = form.username.strip().lower()
+    user = None if has_nul(username) else await uow.users.by_email(username)
+    known = await verify_password(user["password_hash"] if user else None, form.password)
+    if not known or user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="incorrect email or password",

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.engine import RowMapping
 
 from calendar_service.bootstrap import Container
 from calendar_service.db.uow import UnitOfWork
@@ -70,6 +71,14 @@ def get_admin(caller: CurrentUser) -> Caller:
 
 
 AdminUser = Annotated[Caller, Depends(get_admin)]
+
+
+async def require_account(uow: UnitOfWork, caller: Caller) -> RowMapping:
+    """The caller's user row; a valid token whose account is gone is a 401."""
+    user = await uow.users.by_id(caller.user_id)
+    if user is None:
+        raise _unauthorized("the account of this token no longer exists")
+    return user
 
 
 def current_correlation_id() -> uuid.UUID | None:

@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Annotated, Self
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import RowMapping
 
-from calendar_service.api.deps import ContainerDep, CurrentUser, UowDep
+from calendar_service.api.deps import ContainerDep, CurrentUser, UowDep, require_account
+from calendar_service.api.fields import PlainText, UtcDateTime
 from calendar_service.api.pagination import decode_cursor, encode_cursor
 from calendar_service.services import NotFound
 
@@ -18,10 +19,10 @@ router = APIRouter(prefix="/events", tags=["events"])
 
 
 class EventIn(BaseModel):
-    title: str = Field(min_length=1, max_length=200)
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime | None = None
-    location: str | None = Field(default=None, max_length=300)
+    title: PlainText = Field(min_length=1, max_length=200)
+    starts_at: UtcDateTime
+    ends_at: UtcDateTime | None = None
+    location: PlainText | None = Field(default=None, max_length=300)
     capacity: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
@@ -77,6 +78,7 @@ def _detail(row: RowMapping) -> EventDetail:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EventDetail)
 async def create_event(body: EventIn, caller: CurrentUser, uow: UowDep) -> EventDetail:
+    await require_account(uow, caller)
     row = await uow.events.add(organizer_id=caller.user_id, **body.model_dump())
     await uow.commit()
     return _detail(row)

@@ -6,6 +6,7 @@ hot path of every request and must not buffer streamed bodies.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -53,19 +54,26 @@ class BodySizeLimit:
                 return
 
         received = 0
+        exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
+        async def send_unless_exceeded(message: Message) -> None:
+            # the framework may catch our exception and answer 400 itself: drop that
+            if not exceeded:
+                await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, limited_receive, send_unless_exceeded)
+        if exceeded:
             await _reply(send, 413, too_large, [])
 
 

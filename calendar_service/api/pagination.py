@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 from fastapi import HTTPException, status
@@ -21,6 +21,8 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, row_id = orjson.loads(raw)
-        return datetime.fromisoformat(at), uuid.UUID(row_id)
-    except (ValueError, TypeError) as exc:
+        if not isinstance(at, str) or not isinstance(row_id, str):
+            raise TypeError("cursor parts must be strings")
+        return datetime.fromisoformat(at).astimezone(UTC), uuid.UUID(row_id)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid cursor") from exc

@@ -16,6 +16,7 @@ from calendar_service.api.deps import (
     CurrentUser,
     UowDep,
     current_correlation_id,
+    require_account,
 )
 from calendar_service.api.pagination import decode_cursor, encode_cursor
 from calendar_service.domain import Answer
@@ -79,6 +80,7 @@ async def answer(
     With an `Idempotency-Key`, a repeated request gets the first response again
     and writes nothing; the same key with a different body is a 422.
     """
+    user = await require_account(uow, caller)
     if idempotency_key is not None:
         fingerprint = _fingerprint(event_id, body)
         earlier = await uow.idempotency.claim(caller.user_id, idempotency_key, fingerprint)
@@ -98,7 +100,7 @@ async def answer(
     result = await answer_rsvp(
         uow,
         event_id=event_id,
-        user_id=caller.user_id,
+        user=user,
         answer=Answer(body.status, body.guests),
         correlation_id=current_correlation_id(),
     )
@@ -146,8 +148,9 @@ async def cancel(
     event_id: uuid.UUID, caller: CurrentUser, uow: UowDep, container: ContainerDep
 ) -> RsvpOut:
     """Withdraw the caller's RSVP; publishes `rsvp.cancelled`."""
+    user = await require_account(uow, caller)
     row = await cancel_rsvp(
-        uow, event_id=event_id, user_id=caller.user_id, correlation_id=current_correlation_id()
+        uow, event_id=event_id, user=user, correlation_id=current_correlation_id()
     )
     await uow.commit()
     await container.cache.invalidate(event_id)

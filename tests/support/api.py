@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 
 from calendar_service.app import create_app
 from calendar_service.config import Settings
@@ -128,3 +130,8 @@ async def post_rsvp(
     return await client.post(
         f"/events/{event['id']}/rsvps", json={"status": status, "guests": guests}, headers=headers
     )
+
+
+def handmade_cursor(*parts: object) -> str:
+    """A page cursor built by hand in the service's encoding, to probe how cursors are read."""
+    return base64.urlsafe_b64encode(orjson.dumps(list(parts))).decode().rstrip("=")
