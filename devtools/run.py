@@ -6,6 +6,10 @@ sink unless ``SMTP_HOST`` is set. Output lines carry the process name.
 Ctrl-C (or SIGTERM) sends SIGTERM to every process, waits for them to drain,
 and kills what is still running after the grace period. If one process dies
 on its own, the others are stopped too, and the exit code says so.
+
+Every process gets this environment. A variable named ``<PROCESS>__<NAME>``
+(for example ``EMAIL__AMQP_URL``) is passed to that process alone as
+``<NAME>``: each service connects to the broker as its own user.
 """
 
 from __future__ import annotations
@@ -55,8 +59,15 @@ async def pipe_output(process: Process, colour: str, stream: asyncio.StreamReade
         sys.stdout.flush()
 
 
+def environment_for(process: Process, base: dict[str, str]) -> dict[str, str]:
+    prefix = f"{process.name.upper()}__"
+    own = {k.removeprefix(prefix): v for k, v in base.items() if k.startswith(prefix)}
+    shared = {k: v for k, v in base.items() if "__" not in k or k.startswith("_")}
+    return {**shared, **process.env, **own}
+
+
 async def start(process: Process, colour: str, tasks: list[asyncio.Task[None]]) -> None:
-    env = {**os.environ, **process.env}
+    env = environment_for(process, dict(os.environ))
     env.setdefault("LOG_FORMAT", "console" if sys.stdout.isatty() else "json")
     process.handle = await asyncio.create_subprocess_exec(
         sys.executable,

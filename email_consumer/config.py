@@ -17,3 +17,9 @@ class Settings(ServiceSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     mail_from: str = "RSVP <no-reply@rsvp.localhost>"
+    #: SMTP connections kept open and reused; sends run concurrently up to this.
+    smtp_pool_size: int = Field(default=4, ge=1, le=64)
+
+    #: Messages the broker may push ahead of acks, and handled at once.
+    prefetch: int = Field(default=64, ge=1, le=10_000)
+    concurrency: int = Field(default=16, ge=1, le=1_000)

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.ports import free_port, free_port_block
 from tests.support.services import BrokerEnv
+from tests.support.smtp import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ class RunningSystem:
     process: asyncio.subprocess.Process
     api: str
     metrics_base: int
-    smtp_port: int
+    mail: SmtpSink
     output: list[str]
 
     async def stop(self, timeout: float = 30) -> int:
@@ -41,19 +42,36 @@ async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
 
 
 @pytest.fixture
-async def system(database_url: str, broker: BrokerEnv) -> AsyncIterator[RunningSystem]:
-    port, smtp_port, metrics_base = free_port(), free_port(), free_port_block(6)
+def mail() -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) that keeps what it receives."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+async def system(
+    database_url: str, broker: BrokerEnv, mail: SmtpSink
+) -> AsyncIterator[RunningSystem]:
+    port, metrics_base = free_port(), free_port_block(6)
     env = {
         **os.environ,
         "APP_ENV": "test",
         "DATABASE_URL": database_url,
         "PORT": str(port),
-        "SMTP_PORT": str(smtp_port),
+        "SMTP_HOST": mail.host,  # so the supervisor starts no dev sink of its own
+        "SMTP_PORT": str(mail.port),
         "LOG_FORMAT": "json",
     }
-    env.pop("SMTP_HOST", None)
-    # the supervisor passes the environment on; each service gets its own broker user
-    env["AMQP_URL"] = broker.amqp_url("calendar")
+    # each service connects as its own broker user, to this run's vhost
+    env.pop("AMQP_URL", None)
+    for process, user in (
+        ("API", "calendar"),
+        ("RELAY", "calendar"),
+        ("FOLLOWUPS", "calendar"),
+        ("EMAIL", "email"),
+        ("PUSH", "push"),
+    ):
+        env[f"{process}__AMQP_URL"] = broker.amqp_url(user)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -69,7 +87,7 @@ async def system(database_url: str, broker: BrokerEnv) -> AsyncIterator[RunningS
     output: list[str] = []
     assert process.stdout is not None
     reader = asyncio.create_task(_collect(process.stdout, output))
-    running = RunningSystem(process, f"http://127.0.0.1:{port}", metrics_base, smtp_port, output)
+    running = RunningSystem(process, f"http://127.0.0.1:{port}", metrics_base, mail, output)
     try:
         async with httpx.AsyncClient(base_url=running.api) as client, asyncio.timeout(30):
             while True:
