@@ -1,8 +1,8 @@
-"""RSVP rules, free of I/O: what a change does to an event's counters and messages.
+"""RSVP rules, free of I/O: the answers an RSVP can hold and the message each change publishes.
 
-A `going` RSVP takes 1 + guests seats. Counters move by the difference
-between the RSVP before and after the change, so the database can apply
-them in one conditional UPDATE that also enforces capacity.
+A `going` RSVP takes 1 + guests seats. The event's counters follow from the
+RSVP rows themselves: a deferred trigger moves them at COMMIT (migration
+0002), and the database's capacity check refuses an overbooking there.
 """
 
 from __future__ import annotations
@@ -20,9 +20,17 @@ class DomainError(Exception):
 
 
 class EventFull(DomainError):
-    def __init__(self, capacity: int) -> None:
-        super().__init__(f"event is full (capacity {capacity})")
-        self.capacity = capacity
+    """The seats an answer asks for are no longer free; known only when it commits."""
+
+    def __init__(self) -> None:
+        super().__init__("event is full")
+
+
+class CapacityBelowSeatsTaken(DomainError):
+    """An organizer tried to shrink an event below the seats already taken."""
+
+    def __init__(self) -> None:
+        super().__init__("capacity cannot be lower than the seats already taken")
 
 
 class NothingToCancel(DomainError):
@@ -32,48 +40,10 @@ class NothingToCancel(DomainError):
 
 @dataclass(frozen=True)
 class Answer:
-    """An RSVP's state as far as counters care; ``None`` before the first answer."""
+    """An RSVP's status and guests; ``None`` stands for no answer yet."""
 
     status: StoredStatus
     guests: int
-
-    @property
-    def seats(self) -> int:
-        return 1 + self.guests if self.status == "going" else 0
-
-
-@dataclass(frozen=True)
-class CounterDelta:
-    going_seats: int = 0
-    going: int = 0
-    maybe: int = 0
-    declined: int = 0
-
-    @property
-    def is_zero(self) -> bool:
-        return not (self.going_seats or self.going or self.maybe or self.declined)
-
-
-def _counts(answer: Answer | None) -> CounterDelta:
-    if answer is None:
-        return CounterDelta()
-    return CounterDelta(
-        going_seats=answer.seats,
-        going=int(answer.status == "going"),
-        maybe=int(answer.status == "maybe"),
-        declined=int(answer.status == "declined"),
-    )
-
-
-def counter_delta(before: Answer | None, after: Answer | None) -> CounterDelta:
-    """How the event's counters move when an RSVP goes from ``before`` to ``after``."""
-    old, new = _counts(before), _counts(after)
-    return CounterDelta(
-        going_seats=new.going_seats - old.going_seats,
-        going=new.going - old.going,
-        maybe=new.maybe - old.maybe,
-        declined=new.declined - old.declined,
-    )
 
 
 def message_type_for(before: Answer | None, after: Answer) -> MessageType:

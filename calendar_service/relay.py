@@ -134,8 +134,8 @@ class OutboxRelay:
                     if outcome is None:
                         self.metrics.lag.observe((now - row["created_at"]).total_seconds())
                 self.metrics.published.inc(len(confirmed))
-                self.metrics.failed.inc(len(failed))
             if failed:
+                self.metrics.failed.inc(len(failed))
                 await connection.execute(COUNT_FAILED, failed)
                 first_error = next(o for o in outcomes if o is not None)
                 log.warning(

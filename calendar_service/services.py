@@ -1,26 +1,30 @@
 """Use cases of the calendar service: each runs in one unit of work.
 
 Handlers here know nothing of HTTP; the API maps their errors to status codes.
+
+Where do the event's counters move? Not here: writing an RSVP row is enough.
+The deferred trigger ``move_event_counters`` (migration 0002) applies the
+change to the event row inside COMMIT, so that row is locked only while the
+server commits, never while a request waits on the event loop; a commit that
+would overbook fails on ``ck_events_within_capacity`` and
+``UnitOfWork.commit()`` raises ``EventFull``.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
+from calendar_service.commands import commands_for, event_summary
 from calendar_service.db.uow import UnitOfWork
-from calendar_service.domain import (
-    Answer,
-    EventFull,
-    NothingToCancel,
-    counter_delta,
-    message_type_for,
-)
+from calendar_service.domain import Answer, NothingToCancel, message_type_for
 from shared.schemas import (
     Attendee,
-    EventSummary,
+    Envelope,
+    NotificationCommand,
     RsvpCancelled,
     RsvpCreated,
     RsvpPayload,
@@ -41,23 +45,15 @@ class NotFound(Exception):
         super().__init__(f"{what} not found")
 
 
+class NotYours(Exception):
+    """The caller may not do this to someone else's event or RSVP (403)."""
+
+
 @dataclass(frozen=True)
 class RsvpResult:
     rsvp: RowMapping
     created: bool
     changed: bool
-
-
-def event_summary(event: RowMapping) -> EventSummary:
-    return EventSummary(
-        event_id=event["id"],
-        title=event["title"],
-        starts_at=event["starts_at"],
-        ends_at=event["ends_at"],
-        location=event["location"],
-        organizer_name=event.get("organizer_name"),
-        organizer_email=event.get("organizer_email"),
-    )
 
 
 async def _publish_change(
@@ -87,16 +83,6 @@ async def _publish_change(
     await uow.outbox.add(message)
 
 
-async def _move_counters(
-    uow: UnitOfWork, event: RowMapping, before: Answer | None, after: Answer
-) -> None:
-    delta = counter_delta(before, after)
-    if delta.is_zero:
-        return
-    if await uow.events.apply_counters(event["id"], delta) is None:
-        raise EventFull(event["capacity"])
-
-
 async def answer_rsvp(
     uow: UnitOfWork,
     *,
@@ -105,7 +91,11 @@ async def answer_rsvp(
     answer: Answer,
     correlation_id: uuid.UUID | None = None,
 ) -> RsvpResult:
-    """Create or change ``user``'s RSVP; the event message joins the same transaction."""
+    """Create or change ``user``'s RSVP; the event message joins the same transaction.
+
+    Whether the seats are free is known only at ``uow.commit()``, which raises
+    ``EventFull`` when they are not.
+    """
     event = await uow.events.with_organizer(event_id)
     if event is None:
         raise NotFound("event")
@@ -121,7 +111,6 @@ async def answer_rsvp(
             return RsvpResult(rsvp=existing, created=False, changed=False)
         rsvp = await uow.rsvps.change(existing["id"], answer)
 
-    await _move_counters(uow, event, before, answer)
     await _publish_change(
         uow,
         event=event,
@@ -151,7 +140,6 @@ async def cancel_rsvp(
     before = Answer(existing["status"], existing["guests"])
     after = Answer("cancelled", existing["guests"])
     rsvp = await uow.rsvps.change(existing["id"], after)
-    await _move_counters(uow, event, before, after)
     await _publish_change(
         uow,
         event=event,
@@ -162,3 +150,33 @@ async def cancel_rsvp(
         correlation_id=correlation_id,
     )
     return rsvp
+
+
+async def resend_confirmation(
+    uow: UnitOfWork,
+    *,
+    rsvp: RowMapping,
+    user_id: uuid.UUID,
+    correlation_id: uuid.UUID | None = None,
+) -> Envelope[Any]:
+    """An ``email.send`` confirmation of ``rsvp`` as it stands; email status back to pending.
+
+    The command carries the RSVP's version, so its follow-up moves the status
+    on from pending exactly as the first confirmation's did.
+    """
+    event = await uow.events.with_organizer(rsvp["event_id"])
+    user = await uow.users.by_id(user_id)
+    assert event is not None, "a foreign key keeps the event"
+    assert user is not None, "a foreign key keeps the user"
+    payload = NotificationCommand(
+        kind="confirmation",
+        recipient=Attendee(user_id=user["id"], email=user["email"], name=user["name"]),
+        event=event_summary(event),
+        rsvp_id=rsvp["id"],
+        status=rsvp["status"],
+        rsvp_version=rsvp["version"],
+    )
+    (command,) = commands_for(payload, ["email"], correlation_id=correlation_id)
+    await uow.deliveries.mark_pending(rsvp["id"], rsvp["version"], ["email"])
+    await uow.outbox.add(command)
+    return command

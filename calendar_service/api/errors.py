@@ -6,8 +6,8 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from calendar_service.domain import EventFull, NothingToCancel
-from calendar_service.services import NotFound
+from calendar_service.domain import CapacityBelowSeatsTaken, EventFull, NothingToCancel
+from calendar_service.services import NotFound, NotYours
 
 
 def _json(status_code: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -28,6 +28,10 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return _json(status.HTTP_404_NOT_FOUND, str(exc))
 
 
+async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+    return _json(status.HTTP_403_FORBIDDEN, str(exc))
+
+
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return _json(status.HTTP_409_CONFLICT, str(exc))
 
@@ -35,5 +39,7 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(NotYours, _forbidden)
     app.add_exception_handler(NothingToCancel, _not_found)
     app.add_exception_handler(EventFull, _conflict)
+    app.add_exception_handler(CapacityBelowSeatsTaken, _conflict)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Self
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import RowMapping
 
@@ -29,6 +29,23 @@ class EventIn(BaseModel):
     def _ends_after_it_starts(self) -> Self:
         if self.ends_at is not None and self.ends_at < self.starts_at:
             raise ValueError("ends_at must not be before starts_at")
+        return self
+
+
+class EventPatch(BaseModel):
+    """The fields to change; those left out keep their value, ``null`` clears an optional one."""
+
+    title: PlainText | None = Field(default=None, min_length=1, max_length=200)
+    starts_at: UtcDateTime | None = None
+    ends_at: UtcDateTime | None = None
+    location: PlainText | None = Field(default=None, max_length=300)
+    capacity: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _required_fields_stay_set(self) -> Self:
+        for name in ("title", "starts_at"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be cleared")
         return self
 
 
@@ -81,6 +98,29 @@ async def create_event(body: EventIn, caller: CurrentUser, uow: UowDep) -> Event
     await require_account(uow, caller)
     row = await uow.events.add(organizer_id=caller.user_id, **body.model_dump())
     await uow.commit()
+    return _detail(row)
+
+
+@router.patch("/{event_id}", response_model=EventDetail)
+async def change_event(
+    event_id: uuid.UUID, body: EventPatch, caller: CurrentUser, uow: UowDep, container: ContainerDep
+) -> EventDetail:
+    """Change an event (organizer only). Moving its start moves its pending reminders."""
+    event = await uow.events.lock(event_id)
+    if event is None:
+        raise NotFound("event")
+    if event["organizer_id"] != caller.user_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only the organizer changes an event")
+    changes = body.model_dump(exclude_unset=True)
+    starts_at = changes.get("starts_at", event["starts_at"])
+    ends_at = changes.get("ends_at", event["ends_at"])
+    if ends_at is not None and ends_at < starts_at:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="ends_at must not be before starts_at"
+        )
+    row = await uow.events.change(event_id, **changes) if changes else event
+    await uow.commit()
+    await container.cache.invalidate(event_id)
     return _detail(row)
 
 

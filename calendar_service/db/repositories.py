@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from calendar_service.db.models import (
+    EVENT_WITHIN_CAPACITY,
     DeliveryStatus,
     Event,
     IdempotencyKey,
@@ -20,13 +22,19 @@ from calendar_service.db.models import (
     User,
     table_of,
 )
-from calendar_service.domain import Answer, CounterDelta
+from calendar_service.domain import Answer, CapacityBelowSeatsTaken
 
 users = table_of(User)
 events = table_of(Event)
 rsvps = table_of(Rsvp)
 deliveries = table_of(DeliveryStatus)
 idempotency = table_of(IdempotencyKey)
+
+
+def violated_constraint(exc: IntegrityError) -> str | None:
+    """The name of the constraint PostgreSQL refused, as asyncpg reports it."""
+    name: str | None = getattr(exc.driver_exception, "constraint_name", None)
+    return name
 
 
 class Repository:
@@ -74,6 +82,27 @@ class Events(Repository):
     async def get(self, event_id: uuid.UUID) -> RowMapping | None:
         return await self._one(select(events).where(events.c.id == event_id))
 
+    async def lock(self, event_id: uuid.UUID) -> RowMapping | None:
+        # NO KEY UPDATE: RSVPs inserting (their foreign key takes KEY SHARE) need not wait
+        statement = select(events).where(events.c.id == event_id).with_for_update(key_share=True)
+        return await self._one(statement)
+
+    async def change(self, event_id: uuid.UUID, **fields: Any) -> RowMapping:
+        """Apply ``fields``; CapacityBelowSeatsTaken if capacity would drop under the seats taken.
+
+        Moving ``starts_at`` wakes the scheduler (a trigger, migration 0004): pending
+        reminders follow the event because they are computed from it when due.
+        """
+        statement = update(events).where(events.c.id == event_id).values(**fields)
+        try:
+            row = await self._one(statement.returning(*events.c))
+        except IntegrityError as exc:
+            if violated_constraint(exc) == EVENT_WITHIN_CAPACITY:
+                raise CapacityBelowSeatsTaken() from exc
+            raise
+        assert row is not None, "lock() the event first"
+        return row
+
     async def with_organizer(self, event_id: uuid.UUID) -> RowMapping | None:
         statement = (
             select(
@@ -93,28 +122,6 @@ class Events(Repository):
         if after is not None:
             statement = statement.where(tuple_(events.c.starts_at, events.c.id) > after)
         return await self._all(statement)
-
-    async def apply_counters(self, event_id: uuid.UUID, delta: CounterDelta) -> RowMapping | None:
-        """Move the counters; None when the seats would exceed capacity."""
-        statement = (
-            update(events)
-            .where(events.c.id == event_id)
-            .values(
-                going_seats=events.c.going_seats + delta.going_seats,
-                going_count=events.c.going_count + delta.going,
-                maybe_count=events.c.maybe_count + delta.maybe,
-                declined_count=events.c.declined_count + delta.declined,
-            )
-            .returning(events.c.capacity, events.c.going_seats)
-        )
-        if delta.going_seats > 0:
-            statement = statement.where(
-                or_(
-                    events.c.capacity.is_(None),
-                    events.c.going_seats + delta.going_seats <= events.c.capacity,
-                )
-            )
-        return await self._one(statement)
 
 
 class Rsvps(Repository):

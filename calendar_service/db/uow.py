@@ -2,6 +2,8 @@
 
 Nothing is committed unless ``commit()`` is called; leaving the block
 without it (or with an exception) rolls everything back, messages included.
+Some rules are checked only at COMMIT (the event counters move in a deferred
+trigger); ``commit()`` raises the domain error such a failure means.
 """
 
 from __future__ import annotations
@@ -9,9 +11,22 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
-from calendar_service.db.repositories import Deliveries, Events, IdempotencyKeys, Rsvps, Users
+from calendar_service.db.announcements import Announcements
+from calendar_service.db.models import EVENT_WITHIN_CAPACITY
+from calendar_service.db.reminders import Reminders
+from calendar_service.db.repositories import (
+    Deliveries,
+    Events,
+    IdempotencyKeys,
+    Rsvps,
+    Users,
+    violated_constraint,
+)
+from calendar_service.db.subscriptions import Subscriptions
+from calendar_service.domain import EventFull
 from calendar_service.outbox import Outbox
 
 
@@ -21,7 +36,10 @@ class UnitOfWork:
     rsvps: Rsvps
     deliveries: Deliveries
     idempotency: IdempotencyKeys
+    subscriptions: Subscriptions
     outbox: Outbox
+    reminders: Reminders
+    announcements: Announcements
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -37,12 +55,27 @@ class UnitOfWork:
         self.rsvps = Rsvps(connection)
         self.deliveries = Deliveries(connection)
         self.idempotency = IdempotencyKeys(connection)
+        self.subscriptions = Subscriptions(connection)
         self.outbox = Outbox(connection)
+        self.reminders = Reminders(connection)
+        self.announcements = Announcements(connection)
         return self
 
     async def commit(self) -> None:
+        """Commit, or raise ``EventFull`` if the RSVP counters overbook the event.
+
+        The counters move in a deferred trigger, so the capacity check fails
+        here, at COMMIT. PostgreSQL has then already rolled the transaction
+        back (an Idempotency-Key claimed in it is released too); leaving the
+        block closes the connection, which returns it to the pool clean.
+        """
         assert self._transaction is not None, "commit() outside `async with`"
-        await self._transaction.commit()
+        try:
+            await self._transaction.commit()
+        except IntegrityError as exc:
+            if violated_constraint(exc) == EVENT_WITHIN_CAPACITY:
+                raise EventFull() from exc
+            raise
 
     async def __aexit__(
         self,

@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from calendar_service.config import Settings
 from calendar_service.db.uow import UnitOfWork
-from calendar_service.migrate import upgrade_async
 from calendar_service.relay import OutboxRelay, RelayOptions, run_relay
 from devtools.env import EnvSettings
 from shared.management import ManagementClient
@@ -26,10 +25,11 @@ from shared.messaging.topology import (
     PUSH_RSVP_EVENTS,
 )
 from shared.schemas import Envelope
-from tests.support.amqp import channel_as, get_one, publish
+from tests.support.amqp import channel_as, publish
 from tests.support.messages import email_send, rsvp_created
+from tests.support.pipeline import take_all
 from tests.support.proxy import CuttableProxy
-from tests.support.services import BrokerEnv, create_database, drop_database, new_resource_name
+from tests.support.services import BrokerEnv, own_database
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def relay_db(env_settings: EnvSettings) -> AsyncIterator[str]:
     """A database of this test's own, so no other test's outbox rows get in the way."""
-    name = new_resource_name()
-    url = await create_database(env_settings, name)
-    await upgrade_async(url)
-    yield url
-    await drop_database(env_settings, name)
+    async with own_database(env_settings) as url:
+        yield url
 
 
 async def write_outbox(database_url: str, count: int) -> list[str]:
@@ -71,12 +68,7 @@ async def unpublished(database_url: str) -> int:
 
 async def drain(broker: BrokerEnv, user: str, queue: str, *, idle: float = 1.0) -> list[str]:
     """Every message id waiting in ``queue``, acked; stops after ``idle`` s of silence."""
-    ids: list[str] = []
-    async with channel_as(broker.amqp_url(user)) as channel:
-        while (message := await get_one(channel, queue, timeout=idle)) is not None:
-            ids.append(str(message.message_id))
-            await message.ack()
-    return ids
+    return [str(m.message_id) for m in await take_all(broker, user, queue, idle=idle)]
 
 
 async def wait_until_all_published(database_url: str, *, timeout: float) -> None:
