@@ -7,6 +7,9 @@ processes as you like: they compete for the same queues.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 import uvloop
 
@@ -20,7 +23,9 @@ from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import EMAIL_COMMANDS, EMAIL_RSVP_EVENTS
 
 
-async def run(settings: Settings) -> None:
+@asynccontextmanager
+async def email_runtime(settings: Settings) -> AsyncIterator[ConsumerRuntime]:
+    """The consumer's runtime, subscribed and ready to run; its pools close on exit."""
     # a claim holds a connection while its handler runs: one per concurrent message
     pool = await asyncpg.create_pool(
         settings.asyncpg_dsn, min_size=2, max_size=settings.concurrency + 2
@@ -46,10 +51,15 @@ async def run(settings: Settings) -> None:
         handlers = EmailHandlers(Renderer(settings.mail_from), mailer)
         runtime.subscribe(EMAIL_RSVP_EVENTS, handlers.on_rsvp_event, on_dead_letter=email_failed)
         runtime.subscribe(EMAIL_COMMANDS, handlers.on_command, on_dead_letter=email_failed)
-        await runtime.run_forever()
+        yield runtime
     finally:
         await mailer.aclose()
         await pool.close()
+
+
+async def run(settings: Settings) -> None:
+    async with email_runtime(settings) as runtime:
+        await runtime.run_forever()
 
 
 def main() -> None:

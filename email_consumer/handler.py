@@ -13,49 +13,19 @@ from typing import Any
 from email_consumer.mailer import Mailer, OutgoingEmail
 from email_consumer.render import Renderer
 from shared.messaging.errors import MessagingError, PermanentError
+from shared.messaging.outcomes import delivery_failure, outcome_fields
 from shared.schemas import (
-    DeliveryFailedPayload,
     EmailFailed,
     EmailSend,
     EmailSent,
     EmailSentPayload,
     Envelope,
-    NotificationCommand,
     RsvpCancelled,
     RsvpCreated,
-    RsvpPayload,
     RsvpUpdated,
 )
 
 PRODUCER = "email_consumer"
-
-
-def outcome_fields(message: Envelope[Any]) -> dict[str, Any]:
-    """What every follow-up says about the message it reports on."""
-    data = message.data
-    common: dict[str, Any] = {
-        "source_message_id": message.message_id,
-        "source_type": message.type,
-    }
-    if isinstance(data, RsvpPayload):
-        return {
-            **common,
-            "kind": "confirmation",
-            "user_id": data.attendee.user_id,
-            "event_id": data.event.event_id,
-            "rsvp_id": data.rsvp_id,
-            "rsvp_version": data.version,
-        }
-    if isinstance(data, NotificationCommand):
-        return {
-            **common,
-            "kind": data.kind,
-            "user_id": data.recipient.user_id,
-            "event_id": data.event.event_id,
-            "rsvp_id": data.rsvp_id,
-            "announcement_id": data.announcement_id,
-        }
-    raise PermanentError(f"no delivery to report for {message.type}", reason="unexpected_type")
 
 
 class EmailHandlers:
@@ -93,9 +63,7 @@ class EmailHandlers:
 
 def email_failed(message: Envelope[Any], error: MessagingError) -> Sequence[Envelope[Any]]:
     """The follow-up for a message the runtime dead-letters: the calendar shows `failed`."""
-    try:
-        fields = outcome_fields(message)
-    except PermanentError:
+    payload = delivery_failure(message, error)
+    if payload is None:
         return ()
-    payload = DeliveryFailedPayload(**fields, reason=error.reason[:200], error=str(error)[:2000])
     return [EmailFailed.caused_by(message, payload, producer=PRODUCER)]

@@ -54,15 +54,12 @@ class Delivery:
         self._sub = subscription
         self._inbox = inbox
         self._publisher = publisher
-        self._metrics = metrics
-        self._labels = {"consumer": runtime, "queue": subscription.queue.name}
-        self._failures = FailureRouting(
-            subscription, publisher=publisher, metrics=metrics, labels=self._labels
-        )
+        self._metrics = metrics.for_queue(runtime, subscription.queue.name)
+        self._failures = FailureRouting(subscription, publisher=publisher, metrics=self._metrics)
 
     async def process(self, message: AbstractIncomingMessage) -> None:
         """Settle ``message``: ack once its outcome is published, or return it."""
-        in_flight = self._metrics.in_flight.labels(**self._labels)
+        in_flight = self._metrics.in_flight
         in_flight.inc()
         try:
             await self._handle(message)
@@ -97,7 +94,7 @@ class Delivery:
                     duplicate, bodies = True, claim.followups
                 else:
                     duplicate = False
-                    with self._metrics.handler_duration.labels(**self._labels).time():
+                    with self._metrics.handler_duration.time():
                         returned = await self._sub.handler(envelope)
                     followups = with_followup_ids(self._sub.consumer, envelope.message_id, returned)
                     bodies = [followup.model_dump_json().encode() for followup in followups]
@@ -107,11 +104,11 @@ class Delivery:
             return
         if duplicate:
             await self._publish_followups(bodies)
-            self._metrics.duplicates.labels(**self._labels).inc()
+            self._metrics.duplicates.inc()
             log.info("duplicate: follow-ups republished", extra=log_context(message, envelope))
             return
         await self._publish_followups(bodies)
-        self._metrics.handled.labels(**self._labels).inc()
+        self._metrics.handled.inc()
         log.info("handled", extra=log_context(message, envelope))
 
     async def _publish_followups(self, bodies: Sequence[bytes]) -> None:

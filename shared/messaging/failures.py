@@ -18,7 +18,7 @@ from shared.messaging import faults
 from shared.messaging.codec import attempts_of, envelope_to_amqp, log_context, republished
 from shared.messaging.errors import MessagingError, PermanentError, TransientError
 from shared.messaging.followups import with_followup_ids
-from shared.messaging.metrics import RuntimeMetrics
+from shared.messaging.metrics import QueueMetrics
 from shared.messaging.publisher import Publisher
 from shared.messaging.retries import retry_delay_for, retry_queue_for_delay
 from shared.messaging.subscription import Subscription
@@ -39,13 +39,11 @@ class FailureRouting:
         subscription: Subscription,
         *,
         publisher: Publisher,
-        metrics: RuntimeMetrics,
-        labels: dict[str, str],
+        metrics: QueueMetrics,
     ) -> None:
         self._sub = subscription
         self._publisher = publisher
         self._metrics = metrics
-        self._labels = labels
 
     async def route(
         self, message: AbstractIncomingMessage, envelope: Envelope[Any], error: Exception
@@ -74,7 +72,7 @@ class FailureRouting:
             self._sub.queue.retry_exchange,
             retry_queue_for_delay(self._sub.queue, delay),
         )
-        self._metrics.retried.labels(**self._labels).inc()
+        self._metrics.retried.inc()
         log.warning(
             "attempt %d failed, retry in %ds: %s",
             failed,
@@ -108,7 +106,7 @@ class FailureRouting:
         await self._publisher.publish_raw(
             republished(message, headers), DEAD_LETTER_EXCHANGE, self._sub.queue.name
         )
-        self._metrics.dead_lettered.labels(**self._labels, reason=reason).inc()
+        self._metrics.dead_lettered(reason).inc()
         log.warning(
             "dead-lettered (%s): %s",
             reason,

@@ -7,6 +7,8 @@ Every series is labelled with ``consumer`` (the runtime's name) and ``queue``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LABELS = ("consumer", "queue")
@@ -52,6 +54,39 @@ class RuntimeMetrics:
             registry=self.registry,
         )
 
+    def for_queue(self, consumer: str, queue: str) -> QueueMetrics:
+        """The series of one subscription, bound once (``labels()`` per message is not free).
+
+        Binding also exports them at zero from the start, so ``rate()`` has a
+        series to work on before the first failure.
+        """
+        labels = {"consumer": consumer, "queue": queue}
+        return QueueMetrics(
+            handled=self.handled.labels(**labels),
+            retried=self.retried.labels(**labels),
+            duplicates=self.duplicates.labels(**labels),
+            handler_duration=self.handler_duration.labels(**labels),
+            in_flight=self.in_flight.labels(**labels),
+            _dead_lettered=self.dead_lettered,
+            _labels=labels,
+        )
+
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format, for ``GET /metrics``."""
         return generate_latest(self.registry)
+
+
+@dataclass
+class QueueMetrics:
+    """The series of one (consumer, queue), already labelled."""
+
+    handled: Counter
+    retried: Counter
+    duplicates: Counter
+    handler_duration: Histogram
+    in_flight: Gauge
+    _dead_lettered: Counter
+    _labels: dict[str, str]
+
+    def dead_lettered(self, reason: str) -> Counter:
+        return self._dead_lettered.labels(**self._labels, reason=reason)

@@ -191,7 +191,8 @@ BROKER_USERS: tuple[BrokerUser, ...] = (
     _consumer_user("push"),
     BrokerUser(
         # operators: watch everything in the UI, read dead letters, replay them
-        # to wherever they came from (any exchange), and move messages with shovels
+        # (rsvp-dlq publishes to origin queues and DLQs through the default
+        # exchange), publish by hand from the UI, and move messages with shovels
         name="ops",
         tags=("monitoring", "policymaker"),
         configure="^$",

@@ -7,9 +7,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from calendar_service.outbox import route_for
+from shared.messaging.publisher import Publisher
+from shared.schemas import Envelope
+from tests.support.services import BrokerEnv
 
 
 @asynccontextmanager
@@ -59,3 +65,14 @@ async def get_one(
         if message is not None or time.monotonic() >= deadline:
             return message
         await asyncio.sleep(0.05)
+
+
+async def publish_as_calendar(
+    broker: BrokerEnv, message: Envelope[Any], *, headers: dict[str, Any] | None = None
+) -> None:
+    """Publish ``message`` as the calendar service does: events fan out, commands go direct."""
+    exchange, routing_key = route_for(message)
+    async with channel_as(broker.amqp_url("calendar")) as channel:
+        await Publisher(channel).publish(
+            message, exchange=exchange, routing_key=routing_key, headers=headers
+        )

@@ -10,6 +10,7 @@ from shared.schemas import (
     EmailSend,
     EventSummary,
     NotificationCommand,
+    NotificationKind,
     RsvpCreated,
     RsvpPayload,
 )
@@ -34,10 +35,10 @@ def rsvp_created(*, email: str | None = None, name: str = "Grace Hopper") -> Rsv
     return RsvpCreated.first(payload, producer="tests")
 
 
-def email_send(kind: str = "confirmation") -> EmailSend:
+def email_send(kind: NotificationKind = "confirmation") -> EmailSend:
     created = rsvp_created()
     command = NotificationCommand(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         recipient=created.data.attendee,
         event=created.data.event,
         rsvp_id=created.data.rsvp_id,

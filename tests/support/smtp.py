@@ -7,8 +7,11 @@
         assert mail.message["Subject"] == "..."
 
 It can be told how to answer (``sink.reply_next("RCPT", "550 5.1.1 No such
-user")``), restarted on the same port (``sink.restart()``: the connections
-clients hold go stale), and require STARTTLS and AUTH (``tls=`` a context
+user")`` for the next command, ``sink.refuse_recipient(address, reply)`` for
+every mail to one address), started later than built (``SmtpSink()`` picks
+its port at once, so a client can be pointed at a server that is down),
+restarted on the same port (``sink.restart()``: the connections clients hold
+go stale), and require STARTTLS and AUTH (``tls=`` a context
 from ``self_signed_tls``, ``credentials={"user": "secret"}``).
 """
 
@@ -75,6 +78,7 @@ class SmtpSink:
         self._lock = threading.Lock()
         self._received: list[ReceivedMail] = []
         self._replies: dict[str, deque[str]] = {c: deque() for c in ("MAIL", "RCPT", "DATA")}
+        self._refused: dict[str, str] = {}
         self._connections = 0
         self._controller: Controller | None = None
 
@@ -152,7 +156,16 @@ class SmtpSink:
         with self._lock:
             self._replies[command].append(reply)
 
+    def refuse_recipient(self, address: str, reply: str = "550 5.1.1 No such user") -> None:
+        """Answer every ``RCPT TO:<address>`` with ``reply``, whatever the order of mails."""
+        with self._lock:
+            self._refused[address.lower()] = reply
+
     # -- called from the server's thread ---------------------------------------
+
+    def _refusal_for(self, address: str) -> str | None:
+        with self._lock:
+            return self._refused.get(address.lower())
 
     def _scripted_reply(self, command: Command) -> str | None:
         with self._lock:
@@ -202,6 +215,8 @@ class _Recorder:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if (reply := self._sink._scripted_reply("RCPT")) is not None:
+            return reply
+        if (reply := self._sink._refusal_for(address)) is not None:
             return reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
