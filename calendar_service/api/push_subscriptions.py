@@ -1,0 +1,152 @@
+"""A user's Web Push subscriptions: what a browser's ``PushManager.subscribe()`` returned.
+
+An endpoint is one browser profile's mailbox at its push service, so it is
+stored once. Posting it again answers 200 with the stored row (updated with
+the keys just sent); if another account had it, it moves to the caller:
+whoever subscribed on that browser last is the one signed in there now.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator, BaseModel, Field
+
+from calendar_service.api.deps import ContainerDep, CurrentUser, UowDep, require_account
+
+router = APIRouter(prefix="/users/me/push-subscriptions", tags=["push"])
+
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+
+
+def _base64url_of_length(length: int) -> AfterValidator:
+    """A base64url string (padding optional) that decodes to exactly ``length`` bytes."""
+
+    def check(value: str) -> str:
+        if not _BASE64URL.match(value):
+            raise ValueError("must be base64url (A-Z a-z 0-9 - _)")
+        unpadded = value.rstrip("=")
+        try:
+            raw = base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("must be base64url") from exc
+        if len(raw) != length:
+            raise ValueError(f"must decode to {length} bytes, not {len(raw)}")
+        if length == 65 and raw[0] != 0x04:
+            raise ValueError("must be an uncompressed P-256 point (first byte 0x04)")
+        return unpadded
+
+    return AfterValidator(check)
+
+
+def _push_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute https URL")
+    if any(c.isspace() or ord(c) < 0x20 for c in value) or parts.username or parts.password:
+        raise ValueError("must be a plain URL without spaces or credentials")
+    return value
+
+
+class SubscriptionKeys(BaseModel):
+    p256dh: Annotated[str, Field(max_length=100), _base64url_of_length(65)] = Field(
+        description="The browser's P-256 public key (uncompressed point, base64url)."
+    )
+    auth: Annotated[str, Field(max_length=40), _base64url_of_length(16)] = Field(
+        description="The 16-byte authentication secret (base64url)."
+    )
+
+
+class SubscriptionIn(BaseModel):
+    endpoint: Annotated[str, Field(max_length=2048), AfterValidator(_push_url)] = Field(
+        description="The push service URL the browser gave (https)."
+    )
+    keys: SubscriptionKeys
+
+
+class SubscriptionOut(BaseModel):
+    id: uuid.UUID
+    endpoint: str
+    created_at: datetime
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint_scheme(endpoint: str, *, allow_loopback_http: bool) -> None:
+    """Push services are https; plain http is let through only to this machine, outside prod."""
+    parts = urlsplit(endpoint)
+    if parts.scheme == "https":
+        return
+    if allow_loopback_http and _is_loopback(parts.hostname or ""):
+        return
+    allowed = " (or http on loopback in dev/test)" if allow_loopback_http else ""
+    raise RequestValidationError(
+        [
+            {
+                "loc": ("body", "endpoint"),
+                "msg": f"Value error, must be an https URL{allowed}",
+                "type": "value_error",
+            }
+        ]
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "This endpoint was registered already (now the caller's)"}},
+)
+async def subscribe(
+    body: SubscriptionIn,
+    caller: CurrentUser,
+    uow: UowDep,
+    container: ContainerDep,
+    response: Response,
+) -> SubscriptionOut:
+    """Store a subscription: 201 when new, 200 when the endpoint was known already."""
+    check_endpoint_scheme(body.endpoint, allow_loopback_http=container.settings.app_env != "prod")
+    await require_account(uow, caller)
+    row, created = await uow.subscriptions.upsert(
+        user_id=caller.user_id,
+        endpoint=body.endpoint,
+        p256dh=body.keys.p256dh,
+        auth=body.keys.auth,
+    )
+    await uow.commit()
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return SubscriptionOut.model_validate(dict(row))
+
+
+@router.get("")
+async def list_subscriptions(caller: CurrentUser, uow: UowDep) -> list[SubscriptionOut]:
+    """The caller's subscriptions, oldest first."""
+    rows = await uow.subscriptions.of_user(caller.user_id)
+    return [SubscriptionOut.model_validate(dict(row)) for row in rows]
+
+
+@router.delete("/{subscription_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def unsubscribe(
+    subscription_id: Annotated[uuid.UUID, Path()], caller: CurrentUser, uow: UowDep
+) -> Response:
+    """Remove one of the caller's subscriptions; someone else's is a 404, as a missing one."""
+    if not await uow.subscriptions.remove(subscription_id, user_id=caller.user_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="push subscription not found")
+    await uow.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

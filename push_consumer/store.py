@@ -1,0 +1,60 @@
+"""The push consumer's database access: the calendar's subscriptions (read) and its own ledger.
+
+It reads ``push_subscriptions`` and never writes it: a subscription a push
+service calls gone is reported with ``push.subscription_expired`` and the
+calendar service deletes it. It writes only ``push_deliveries``, its own
+record of the subscriptions a message has already reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from push_consumer.webpush import PushTarget
+
+_SUBSCRIPTIONS = """
+SELECT s.id, s.endpoint, s.p256dh, s.auth, d.subscription_id IS NOT NULL AS delivered
+FROM push_subscriptions s
+LEFT JOIN push_deliveries d
+       ON d.consumer = $2 AND d.message_id = $3 AND d.subscription_id = s.id
+WHERE s.user_id = $1
+ORDER BY s.created_at, s.id
+"""
+_RECORD = """
+INSERT INTO push_deliveries (consumer, message_id, subscription_id)
+SELECT $1, $2, unnest($3::uuid[])
+ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    target: PushTarget
+    #: this message already reached it, in an earlier attempt
+    delivered: bool
+
+
+class SubscriptionStore:
+    def __init__(self, pool: asyncpg.Pool, *, ledger: str) -> None:
+        self._pool = pool
+        self._ledger = ledger
+
+    async def for_message(self, user_id: UUID, message_id: UUID) -> list[Subscription]:
+        """The user's subscriptions, each marked if ``message_id`` already reached it."""
+        rows = await self._pool.fetch(_SUBSCRIPTIONS, user_id, self._ledger, message_id)
+        return [
+            Subscription(
+                PushTarget(row["id"], row["endpoint"], row["p256dh"], row["auth"]),
+                delivered=row["delivered"],
+            )
+            for row in rows
+        ]
+
+    async def record_delivered(self, message_id: UUID, subscription_ids: Sequence[UUID]) -> None:
+        """Remember that ``message_id`` reached these subscriptions (before a retry)."""
+        if subscription_ids:
+            await self._pool.execute(_RECORD, self._ledger, message_id, list(subscription_ids))

@@ -1,0 +1,293 @@
+"""The push consumer sends real Web Push to a real push service, and reports what happened.
+
+Every test runs ``python -m push_consumer``'s runtime against a vhost of its
+own, the run's migrated database (subscriptions registered through the API),
+and the test push service of ``devtools/pushsink.py``, which verifies the VAPID
+JWT and decrypts each push with the subscription's private key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aio_pika.abc import AbstractChannel
+
+from calendar_service.config import Settings as CalendarSettings
+from calendar_service.db.session import create_engine
+from calendar_service.followups import build_runtime
+from devtools.pushsink import PushSink, SinkSubscription
+from push_consumer.config import Settings
+from shared.messaging.topology import PUSH_RSVP_EVENTS
+from shared.schemas import Envelope, NotificationCommand, PushSend, parse_message
+from tests.support.amqp import channel_as, get_one, publish_as_calendar
+from tests.support.api import PUSH_SUBSCRIPTIONS, register
+from tests.support.messages import rsvp_created
+from tests.support.push_consumer import push_settings, running_push_consumer
+from tests.support.push_service import running_push_service
+from tests.support.runtime import running
+from tests.support.services import BrokerEnv
+
+pytestmark = pytest.mark.integration
+
+FOLLOWUPS = "calendar.followups"
+
+
+@pytest.fixture
+async def push_service() -> AsyncIterator[PushSink]:
+    async with running_push_service() as sink:
+        yield sink
+
+
+@pytest.fixture
+def settings(fresh_broker: BrokerEnv, database_url: str) -> Settings:
+    return push_settings(fresh_broker, database_url)
+
+
+async def user_with_subscriptions(
+    client: httpx.AsyncClient, push_service: PushSink, count: int
+) -> tuple[dict[str, Any], list[SinkSubscription]]:
+    """A registered user whose "browsers" subscribed ``count`` times at the push service."""
+    user = await register(client)
+    subscriptions = []
+    for _ in range(count):
+        subscription = push_service.subscribe()
+        response = await client.post(
+            PUSH_SUBSCRIPTIONS, json=subscription.as_json(), headers=user["headers"]
+        )
+        assert response.status_code == 201, response.text
+        subscriptions.append(subscription)
+    return user, subscriptions
+
+
+def rsvp_of(user: dict[str, Any]) -> Envelope[Any]:
+    message = rsvp_created()
+    attendee = message.data.attendee.model_copy(update={"user_id": uuid.UUID(user["id"])})
+    data = message.data.model_copy(update={"attendee": attendee})
+    return message.model_copy(update={"data": data})
+
+
+async def followups(broker: BrokerEnv, count: int, timeout: float = 15) -> list[Envelope[Any]]:
+    """Take ``count`` follow-ups off ``calendar.followups`` (this test's vhost only)."""
+    found: list[Envelope[Any]] = []
+    async with channel_as(broker.amqp_url("calendar")) as channel, asyncio.timeout(timeout):
+        while len(found) < count:
+            message = await get_one(channel, FOLLOWUPS, timeout=timeout)
+            if message is not None:
+                found.append(parse_message(message.body))
+                await message.ack()
+    return found
+
+
+async def assert_no_more(channel: AbstractChannel, queue: str) -> None:
+    leftover = await get_one(channel, queue, timeout=0.5)
+    assert leftover is None, f"{queue} still holds {leftover.body if leftover else None!r}"
+
+
+async def test_the_push_arrives_encrypted_and_signed_with_title_body_event_and_url(
+    client: httpx.AsyncClient, push_service: PushSink, settings: Settings, fresh_broker: BrokerEnv
+) -> None:
+    user, [subscription] = await user_with_subscriptions(client, push_service, 1)
+    message = rsvp_of(user)
+
+    async with running_push_consumer(settings):
+        await publish_as_calendar(fresh_broker, message)
+        [push] = await push_service.wait_for(1)
+        [sent] = await followups(fresh_broker, 1)
+
+    event = message.data.event
+    assert push.subscription_id == subscription.id
+    assert push.notification == {
+        "title": f"You're going to {event.title}",
+        "body": push.notification["body"],
+        "event_id": str(event.event_id),
+        "url": f"{settings.app_url}/events/{event.event_id}",
+        "kind": "confirmation",
+    }
+    assert event.location in push.notification["body"]
+    assert push.claims["aud"] == push_service.origin
+    assert push.claims["sub"] == settings.vapid_subject
+    assert (push.ttl, push.urgency, push.topic) == (
+        settings.push_ttl_s,
+        "normal",
+        message.message_id.hex,
+    )
+    assert sent.type == "push.sent"
+    assert (sent.data.status, sent.data.delivered, sent.causation_id) == (
+        "sent",
+        1,
+        message.message_id,
+    )
+
+
+async def test_a_user_with_two_subscriptions_gets_two_pushes(
+    client: httpx.AsyncClient, push_service: PushSink, settings: Settings, fresh_broker: BrokerEnv
+) -> None:
+    user, subscriptions = await user_with_subscriptions(client, push_service, 2)
+
+    async with running_push_consumer(settings):
+        await publish_as_calendar(fresh_broker, rsvp_of(user))
+        pushes = await push_service.wait_for(2)
+        [sent] = await followups(fresh_broker, 1)
+
+    assert sorted(p.subscription_id for p in pushes) == sorted(s.id for s in subscriptions)
+    assert (sent.data.status, sent.data.delivered) == ("sent", 2)
+
+
+async def test_a_user_without_subscriptions_is_a_skipped_push_not_an_error(
+    client: httpx.AsyncClient, push_service: PushSink, settings: Settings, fresh_broker: BrokerEnv
+) -> None:
+    user = await register(client)
+
+    async with running_push_consumer(settings):
+        await publish_as_calendar(fresh_broker, rsvp_of(user))
+        [sent] = await followups(fresh_broker, 1)
+
+    assert (sent.type, sent.data.status, sent.data.delivered) == ("push.sent", "skipped", 0)
+    assert push_service.attempts == []
+
+
+async def test_a_gone_subscription_is_reported_and_the_calendar_deletes_it(
+    client: httpx.AsyncClient,
+    push_service: PushSink,
+    settings: Settings,
+    fresh_broker: BrokerEnv,
+    calendar_settings: CalendarSettings,
+) -> None:
+    user, [kept, gone] = await user_with_subscriptions(client, push_service, 2)
+    push_service.answer_next(gone, 410)
+    calendar = calendar_settings.model_copy(update={"amqp_url": fresh_broker.amqp_url("calendar")})
+    engine = create_engine(calendar)
+    pool = await asyncpg.create_pool(calendar.asyncpg_dsn, min_size=1, max_size=2)
+    try:
+        recorder = build_runtime(calendar, engine, pool, metrics_port=None)
+        async with running_push_consumer(settings), running(recorder):
+            await publish_as_calendar(fresh_broker, rsvp_of(user))
+            [push] = await push_service.wait_for(1)
+            async with asyncio.timeout(10):
+                while (
+                    len((await client.get(PUSH_SUBSCRIPTIONS, headers=user["headers"])).json()) > 1
+                ):
+                    await asyncio.sleep(0.05)
+    finally:
+        await pool.close()
+        await engine.dispose()
+
+    assert push.subscription_id == kept.id
+    [left] = (await client.get(PUSH_SUBSCRIPTIONS, headers=user["headers"])).json()
+    assert left["endpoint"] == kept.endpoint
+
+
+async def test_a_gone_subscription_follow_up_names_it(
+    client: httpx.AsyncClient, push_service: PushSink, settings: Settings, fresh_broker: BrokerEnv
+) -> None:
+    user, [gone] = await user_with_subscriptions(client, push_service, 1)
+    push_service.answer_next(gone, 404)
+    [stored] = (await client.get(PUSH_SUBSCRIPTIONS, headers=user["headers"])).json()
+
+    async with running_push_consumer(settings):
+        await publish_as_calendar(fresh_broker, rsvp_of(user))
+        reports = {f.type: f for f in await followups(fresh_broker, 2)}
+
+    expired = reports["push.subscription_expired"].data
+    assert (expired.subscription_id, expired.endpoint, expired.status_code) == (
+        uuid.UUID(stored["id"]),
+        gone.endpoint,
+        404,
+    )
+    assert reports["push.sent"].data.status == "skipped"  # its only subscription is gone
+
+
+async def test_429_is_retried_no_sooner_than_retry_after(
+    client: httpx.AsyncClient, push_service: PushSink, settings: Settings, fresh_broker: BrokerEnv
+) -> None:
+    user, [subscription] = await user_with_subscriptions(client, push_service, 1)
+    push_service.answer_next(subscription, 429, **{"Retry-After": "2"})
+
+    async with running_push_consumer(settings):
+        await publish_as_calendar(fresh_broker, rsvp_of(user))
+        await push_service.wait_for(1, within_s=20)
+        [sent] = await followups(fresh_broker, 1)
+
+    (_, first_status, first_at), (_, second_status, second_at) = push_service.attempts
+    assert (first_status, second_status) == (429, 201)
+    # the first retry tier is 1 s; Retry-After: 2 moves it to the 5 s tier
+    assert second_at - first_at >= 2
+    assert sent.data.status == "sent"
+
+
+async def test_a_retry_after_a_partial_failure_pushes_only_to_the_failed_subscription(
+    client: httpx.AsyncClient, push_service: PushSink, settings: Settings, fresh_broker: BrokerEnv
+) -> None:
+    user, [healthy, flaky] = await user_with_subscriptions(client, push_service, 2)
+    push_service.answer_next(flaky, 503)
+
+    async with running_push_consumer(settings):
+        await publish_as_calendar(fresh_broker, rsvp_of(user))
+        pushes = await push_service.wait_for(2, within_s=15)
+        [sent] = await followups(fresh_broker, 1)
+
+    assert sorted(p.subscription_id for p in pushes) == sorted([healthy.id, flaky.id])
+    assert [s for s, _, _ in push_service.attempts].count(healthy.id) == 1
+    assert [status for s, status, _ in push_service.attempts if s == flaky.id] == [503, 201]
+    assert (sent.data.status, sent.data.delivered) == ("sent", 2)
+
+
+async def test_a_redelivered_message_pushes_nothing_twice(
+    client: httpx.AsyncClient, push_service: PushSink, settings: Settings, fresh_broker: BrokerEnv
+) -> None:
+    user, [subscription] = await user_with_subscriptions(client, push_service, 1)
+    message = rsvp_of(user)
+
+    async with running_push_consumer(settings):
+        await publish_as_calendar(fresh_broker, message)
+        await push_service.wait_for(1)
+        await publish_as_calendar(fresh_broker, message)  # the same message_id again
+        first, second = await followups(fresh_broker, 2)  # its push.sent, republished
+
+    assert first.message_id == second.message_id
+    assert len(push_service.pushes_to(subscription)) == 1
+    assert len(push_service.attempts) == 1
+
+
+async def test_a_400_is_permanent_dead_lettered_and_reported_failed(
+    client: httpx.AsyncClient, push_service: PushSink, settings: Settings, fresh_broker: BrokerEnv
+) -> None:
+    user, [subscription] = await user_with_subscriptions(client, push_service, 1)
+    push_service.answer_next(subscription, 400)
+    message = rsvp_of(user)
+
+    async with running_push_consumer(settings):
+        await publish_as_calendar(fresh_broker, message)
+        [failed] = await followups(fresh_broker, 1)
+        async with channel_as(fresh_broker.amqp_url("ops")) as ops:
+            dead = await get_one(ops, PUSH_RSVP_EVENTS.dead_letter_queue, timeout=5)
+
+    assert failed.type == "push.failed"
+    assert failed.data.reason == "push_rejected"
+    assert dead is not None
+    assert dead.message_id == str(message.message_id)
+    assert dead.headers["x-fault-reason"] == "push_rejected"
+    assert len(push_service.attempts) == 1  # not retried
+
+
+async def test_a_reminder_command_is_pushed_with_high_urgency(
+    client: httpx.AsyncClient, push_service: PushSink, settings: Settings, fresh_broker: BrokerEnv
+) -> None:
+    user, _ = await user_with_subscriptions(client, push_service, 1)
+    rsvp = rsvp_of(user).data
+    command = NotificationCommand(
+        kind="reminder", recipient=rsvp.attendee, event=rsvp.event, rsvp_id=rsvp.rsvp_id
+    )
+
+    async with running_push_consumer(settings):
+        await publish_as_calendar(fresh_broker, PushSend.first(command, producer="tests"))
+        [push] = await push_service.wait_for(1)
+
+    assert push.urgency == "high"
+    assert push.notification["title"] == f"Reminder: {rsvp.event.title}"
