@@ -1,0 +1,179 @@
+"""What a dead letter says about itself, and which dead letters an operator picked.
+
+A message in ``<queue>.dlq`` got there one of two ways: our runtime
+dead-lettered it with fault headers (``x-fault-reason``, ``x-exception-type``
+… design §6.5), or the broker did (delivery limit, rejection), leaving only
+``x-death``. :func:`read_dead_letter` turns either into one
+:class:`DeadLetter`; :class:`Filter` is the operator's choice over them. Both
+are pure: no broker here, so they are unit-tested on plain headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.messaging import faults
+from shared.messaging.codec import attempts_of
+
+REPLAY_COUNT = "x-replay-count"
+REPLAYED_AT = "x-replayed-at"
+#: Added by quorum queues on redelivery; the broker's, not part of the message.
+DELIVERY_COUNT = "x-delivery-count"
+#: What a replayed copy no longer carries: it has not failed (yet) in its new life.
+FAILURE_HEADERS = (
+    faults.FAULT_REASON,
+    faults.EXCEPTION_TYPE,
+    faults.EXCEPTION_MESSAGE,
+    faults.FAILED_AT,
+    faults.LAST_ERROR,
+    DELIVERY_COUNT,
+)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """The facts of one dead letter, from our fault headers or else from ``x-death``."""
+
+    message_id: str | None
+    type: str | None
+    reason: str
+    exception_type: str | None
+    exception_message: str | None
+    attempts: int
+    failed_at: datetime | None
+    original_exchange: str
+    original_routing_key: str
+    original_queue: str
+    replay_count: int = 0
+    headers: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    body: bytes = field(default=b"", repr=False)
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value if isinstance(value, str) else None
+
+
+def _timestamp(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _latest_death(headers: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The newest ``x-death`` entry: the broker keeps them most recent first."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, Sequence) and deaths and isinstance(deaths[0], Mapping):
+        return deaths[0]
+    return {}
+
+
+def read_dead_letter(
+    headers: Mapping[str, Any],
+    *,
+    message_id: str | None,
+    message_type: str | None,
+    dead_letter_queue: str,
+    body: bytes = b"",
+) -> DeadLetter:
+    """Read a dead letter's facts; ``dead_letter_queue`` names its origin as a last resort."""
+    death = _latest_death(headers)
+    routing_keys = death.get("routing-keys")
+    death_key = (
+        _text(routing_keys[0]) if isinstance(routing_keys, Sequence) and routing_keys else None
+    )
+    fallback_queue = dead_letter_queue.removesuffix(".dlq")
+    origin_queue = (
+        _text(headers.get(faults.ORIGINAL_QUEUE)) or _text(death.get("queue")) or fallback_queue
+    )
+    exchange = _text(headers.get(faults.ORIGINAL_EXCHANGE))
+    routing_key = _text(headers.get(faults.ORIGINAL_ROUTING_KEY))
+    if exchange is None or routing_key is None:
+        exchange = _text(death.get("exchange")) or ""
+        routing_key = death_key or origin_queue
+    attempts = attempts_of(headers)
+    if not attempts and isinstance(death.get("count"), int):
+        attempts = int(death["count"])
+    replays = headers.get(REPLAY_COUNT)
+    return DeadLetter(
+        message_id=message_id,
+        type=message_type,
+        reason=_text(headers.get(faults.FAULT_REASON)) or _text(death.get("reason")) or "unknown",
+        exception_type=_text(headers.get(faults.EXCEPTION_TYPE)),
+        exception_message=_text(headers.get(faults.EXCEPTION_MESSAGE)),
+        attempts=attempts,
+        failed_at=_timestamp(headers.get(faults.FAILED_AT)) or _timestamp(death.get("time")),
+        original_exchange=exchange,
+        original_routing_key=routing_key,
+        original_queue=origin_queue,
+        replay_count=replays if isinstance(replays, int) and not isinstance(replays, bool) else 0,
+        headers=headers,
+        body=body,
+    )
+
+
+def replay_headers(letter: DeadLetter, *, now: datetime | None = None) -> dict[str, Any]:
+    """Headers of the replayed copy: attempts reset, failure facts gone, replay counted.
+
+    The first route (``x-original-*``) and the broker's ``x-death`` history stay,
+    so a copy that fails again still says where it came from.
+    """
+    kept = {k: v for k, v in letter.headers.items() if k not in FAILURE_HEADERS}
+    return {
+        **kept,
+        faults.ORIGINAL_EXCHANGE: letter.original_exchange,
+        faults.ORIGINAL_ROUTING_KEY: letter.original_routing_key,
+        "x-attempts": 0,
+        REPLAY_COUNT: letter.replay_count + 1,
+        REPLAYED_AT: (now or datetime.now(UTC)).astimezone(UTC).isoformat(),
+    }
+
+
+@dataclass(frozen=True)
+class Filter:
+    """The dead letters an operator picked; an empty filter picks every one.
+
+    ``since`` / ``until`` bound the failure time (``since`` inclusive, ``until``
+    exclusive); a dead letter with no known failure time never matches them.
+    """
+
+    type: str | None = None
+    reason: str | None = None
+    message_ids: frozenset[str] = frozenset()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == Filter()
+
+    def matches(self, letter: DeadLetter) -> bool:
+        if self.type is not None and letter.type != self.type:
+            return False
+        if self.reason is not None and letter.reason != self.reason:
+            return False
+        if self.message_ids and letter.message_id not in self.message_ids:
+            return False
+        if self.since is not None or self.until is not None:
+            if letter.failed_at is None:
+                return False
+            if self.since is not None and letter.failed_at < _aware(self.since):
+                return False
+            if self.until is not None and letter.failed_at >= _aware(self.until):
+                return False
+        return True
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,87 @@
+"""Dead letters for tests: fill a DLQ as the runtime would, and read queues back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+
+from shared.messaging import faults
+from shared.messaging.codec import envelope_to_amqp
+from shared.messaging.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, WorkQueue
+from shared.schemas import Envelope
+from tests.support.amqp import channel_as
+from tests.support.services import BrokerEnv
+
+#: Publishes in flight while filling: enough to fill 10,000 in a couple of seconds.
+FILL_WINDOW = 500
+
+
+async def dead_letter(
+    broker: BrokerEnv,
+    queue: WorkQueue,
+    messages: Sequence[Envelope[Any]],
+    *,
+    reasons: Sequence[str] = ("invalid_recipient",),
+    failed_at: datetime | None = None,
+) -> None:
+    """Put ``messages`` into ``queue``'s DLQ in order, with the runtime's fault headers.
+
+    Message ``i`` gets ``reasons[i % len(reasons)]``. Published as the
+    queue's own consumer user, through ``dlx``, exactly as the runtime does.
+    """
+    async with channel_as(broker.amqp_url(queue.owner)) as channel:
+        dlx = await channel.get_exchange(DEAD_LETTER_EXCHANGE, ensure=False)
+        slots = asyncio.Semaphore(FILL_WINDOW)
+
+        async def publish(index: int, envelope: Envelope[Any]) -> None:
+            try:
+                headers = faults.fault_headers(
+                    {},
+                    reason=reasons[index % len(reasons)],
+                    error=RuntimeError(f"failure {index}"),
+                    attempts=1,
+                    route=faults.Route(EVENTS_EXCHANGE, ""),
+                    queue=queue.name,
+                    failed_at=failed_at or datetime.now(UTC),
+                )
+                await dlx.publish(envelope_to_amqp(envelope, headers=headers), queue.name)
+            finally:
+                slots.release()
+
+        tasks = []
+        for index, envelope in enumerate(messages):
+            await slots.acquire()  # FIFO: publishes leave in list order
+            tasks.append(asyncio.create_task(publish(index, envelope)))
+        await asyncio.gather(*tasks)
+
+
+async def drain(broker: BrokerEnv, queue: str, user: str) -> list[aio_pika.IncomingMessage]:
+    """Take every message present in ``queue`` (acked), in queue order."""
+    async with channel_as(broker.amqp_url(user)) as channel:
+        await channel.set_qos(prefetch_count=1000)
+        source = await channel.declare_queue(queue, passive=True)
+        expected = source.declaration_result.message_count or 0
+        taken: list[aio_pika.IncomingMessage] = []
+        if expected == 0:
+            return taken
+        done = asyncio.Event()
+
+        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            taken.append(message)  # type: ignore[arg-type]
+            if len(taken) >= expected:
+                done.set()
+
+        tag = await source.consume(take, no_ack=True)
+        await asyncio.wait_for(done.wait(), 60)
+        await source.cancel(tag)
+    return taken
+
+
+async def depth(broker: BrokerEnv, queue: str, user: str) -> int:
+    async with channel_as(broker.amqp_url(user)) as channel:
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
