@@ -7,7 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from calendar_service.api import auth, events, health, rsvps
+from calendar_service.api import (
+    admin,
+    admin_page,
+    announcements,
+    auth,
+    events,
+    health,
+    push_subscriptions,
+    rsvps,
+)
 from calendar_service.api.errors import install_error_handlers
 from calendar_service.api.middleware import BodySizeLimit, RequestContext
 from calendar_service.bootstrap import bootstrap
@@ -34,8 +43,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Events and RSVPs; every RSVP change is published through an outbox.",
         lifespan=lifespan,
     )
-    for module in (auth, events, rsvps, health):
+    for module in (
+        auth,
+        events,
+        rsvps,
+        announcements,
+        push_subscriptions,
+        health,
+        admin,
+        admin_page,
+    ):
         app.include_router(module.router)
+    admin_page.mount_static(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestContext)

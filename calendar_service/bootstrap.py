@@ -11,12 +11,15 @@ from datetime import timedelta
 import aio_pika
 import redis.asyncio as redis
 from aio_pika.abc import AbstractRobustConnection
+from limits import RateLimitItem
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from calendar_service.cache import EventCache
 from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
+from calendar_service.ratelimit import Limiter, parse_limit
 from calendar_service.security import TokenIssuer
+from shared.dlq.office import DeadLetterOffice
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,11 @@ class Container:
     redis: redis.Redis
     tokens: TokenIssuer
     cache: EventCache
+    limiter: Limiter
+    #: parsed once from the settings
+    resend_limit: RateLimitItem
+    announcement_limit: RateLimitItem
+    dead_letters: DeadLetterOffice
     broker: AbstractRobustConnection | None = None
     _broker_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -38,6 +46,7 @@ class Container:
                 await self._broker_task
         if self.broker is not None:
             await self.broker.close()
+        await self.dead_letters.aclose()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -67,6 +76,11 @@ async def bootstrap(settings: Settings) -> Container:
         redis=client,
         tokens=TokenIssuer(settings.jwt_secret, timedelta(seconds=settings.jwt_ttl_seconds)),
         cache=EventCache(client),
+        limiter=Limiter(settings.redis_url, connection_pool=client.connection_pool),
+        resend_limit=parse_limit(settings.resend_limit),
+        announcement_limit=parse_limit(settings.announcement_limit),
+        # connects on the first admin request, as the ops user
+        dead_letters=DeadLetterOffice(settings.dead_letter_amqp_url, name="calendar-admin"),
     )
     # readiness reports the broker; RSVPs never wait for it (they go to the outbox)
     container._broker_task = asyncio.create_task(_connect_broker(container))

@@ -3,23 +3,72 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from calendar_service.ratelimit import parse_limit
 from shared.settings import ServiceSettings
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in prod
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> int:
+    """``"90m"`` -> 5400 seconds; a bare number is seconds."""
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1:])
+    number = text[:-1] if unit else text
+    if not number.isdigit():
+        raise ValueError(f"{value!r} is not a duration such as 24h, 90m or 3600")
+    return int(number) * (unit or 1)
+
+
 class Settings(ServiceSettings):
     amqp_url: str = "amqp://calendar:calendar@127.0.0.1:5672/rsvp"
     port: int = Field(default=8000, ge=1, le=65535)
+    #: The broker account of the admin API's dead-letter operations; unset, it
+    #: is the ``RABBITMQ_MANAGEMENT_URL`` account (``ops``) on ``AMQP_URL``'s broker.
+    admin_amqp_url: str | None = None
 
     jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32)
     jwt_ttl_seconds: int = Field(default=3600, ge=60)
     #: Users registering with one of these addresses become admins.
     admin_emails: Annotated[frozenset[str], NoDecode] = frozenset()
+
+    #: Resends of one RSVP's confirmation allowed in a moving window ("3/hour").
+    resend_limit: str = "3/hour"
+    #: Announcements one event may send in a moving window ("10/hour").
+    announcement_limit: str = "10/hour"
+    #: When reminders go out before an event starts ("24h,1h"; units s, m, h, d).
+    reminder_offsets: Annotated[tuple[int, ...], NoDecode] = (24 * 3600, 3600)
+    #: Attendees an announcement fans out to per transaction.
+    announcement_batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: Longest the scheduler sleeps without a wake-up (a safety net, not a poll).
+    scheduler_max_sleep_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("resend_limit", "announcement_limit")
+    @classmethod
+    def _limit_must_parse(cls, value: str) -> str:
+        parse_limit(value)
+        return value
+
+    @field_validator("reminder_offsets", mode="before")
+    @classmethod
+    def _parse_offsets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(sorted({parse_duration(v) for v in value.split(",") if v.strip()}))
+        return value
+
+    @field_validator("reminder_offsets")
+    @classmethod
+    def _offsets_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(v <= 0 for v in value):
+            raise ValueError("reminder offsets must be positive durations such as 24h or 90m")
+        return value
 
     @field_validator("admin_emails", mode="before")
     @classmethod
@@ -27,6 +76,19 @@ class Settings(ServiceSettings):
         if isinstance(value, str):
             return frozenset(e.strip().lower() for e in value.split(",") if e.strip())
         return value
+
+    @property
+    def dead_letter_amqp_url(self) -> str:
+        """``AMQP_URL`` with the operator's user and password from ``RABBITMQ_MANAGEMENT_URL``."""
+        if self.admin_amqp_url:
+            return self.admin_amqp_url
+        operator, broker = urlsplit(self.rabbitmq_management_url), urlsplit(self.amqp_url)
+        credentials = quote(unquote(operator.username or ""), safe="")
+        if operator.password is not None:
+            credentials += ":" + quote(unquote(operator.password), safe="")
+        host = broker.hostname or "127.0.0.1"
+        netloc = f"{credentials}@{host}" + (f":{broker.port}" if broker.port else "")
+        return urlunsplit((broker.scheme, netloc, broker.path, broker.query, ""))
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Settings:

@@ -1,6 +1,8 @@
 """`python -m calendar_service.followups`: record what the consumers report.
 
-Consumes ``calendar.followups`` on the shared runtime. Each report is applied
+Consumes ``calendar.followups`` on the shared runtime. A
+``push.subscription_expired`` deletes the subscription (the push consumer
+never writes the calendar's tables). Each delivery report is applied
 with "never regress" rules (see ``Deliveries.record``): a report about an
 older RSVP version, or a worse one for the same version, changes nothing, so
 follow-ups may arrive late, twice, or out of order.
@@ -52,28 +54,58 @@ def delivery_report(message: Envelope[Any]) -> tuple[str, str, str | None] | Non
 
 
 async def record_delivery(engine: AsyncEngine, message: Envelope[Any]) -> Sequence[Envelope[Any]]:
-    """Apply one follow-up to the RSVP's delivery status; publishes nothing further."""
+    """Apply one follow-up to what it reports on; publishes nothing further.
+
+    A confirmation moves the RSVP's delivery status, an announcement its
+    recipient's row (the announcement's progress counts); a reminder has no
+    status to show and is only logged.
+    """
     if isinstance(message, PushSubscriptionExpired):
-        log.info("push subscription expired", extra={"user_id": str(message.data.user_id)})
+        await forget_subscription(engine, message)
         return ()
     report = delivery_report(message)
     data = message.data
-    if report is None or not isinstance(data, DeliveryOutcome) or data.rsvp_id is None:
-        log.debug("follow-up %s carries no RSVP delivery status", message.type)
+    if report is None or not isinstance(data, DeliveryOutcome):
+        log.debug("follow-up %s carries no delivery status", message.type)
         return ()
     channel, status, detail = report
     async with UnitOfWork(engine) as uow:
-        applied = await uow.deliveries.record(
-            rsvp_id=data.rsvp_id,
-            channel=channel,
-            status=status,
-            rsvp_version=data.rsvp_version or 0,
-            detail=detail,
-        )
+        if data.kind == "announcement" and data.announcement_id is not None:
+            applied = await uow.announcements.record(
+                data.announcement_id, data.user_id, channel, status
+            )
+        elif data.kind == "confirmation" and data.rsvp_id is not None:
+            applied = await uow.deliveries.record(
+                rsvp_id=data.rsvp_id,
+                channel=channel,
+                status=status,
+                rsvp_version=data.rsvp_version or 0,
+                detail=detail,
+            )
+        else:
+            log.info("%s %s for user %s", data.kind, message.type, data.user_id)
+            return ()
         await uow.commit()
     if not applied:
-        log.info("stale %s for RSVP %s ignored", message.type, data.rsvp_id)
+        log.info("stale %s about %s ignored", message.type, data.source_message_id)
     return ()
+
+
+async def forget_subscription(engine: AsyncEngine, message: PushSubscriptionExpired) -> None:
+    """Delete a subscription its push service called gone; a repeat finds nothing to do."""
+    expired = message.data
+    async with UnitOfWork(engine) as uow:
+        removed = await uow.subscriptions.remove_expired(
+            expired.subscription_id, endpoint=expired.endpoint
+        )
+        await uow.commit()
+    log.info(
+        "push subscription %s %s (push service answered %d)",
+        expired.subscription_id,
+        "deleted" if removed else "was already gone",
+        expired.status_code,
+        extra={"user_id": str(expired.user_id)},
+    )
 
 
 def build_runtime(

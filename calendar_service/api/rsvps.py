@@ -20,7 +20,14 @@ from calendar_service.api.deps import (
 )
 from calendar_service.api.pagination import decode_cursor, encode_cursor
 from calendar_service.domain import Answer
-from calendar_service.services import CHANNELS, NotFound, answer_rsvp, cancel_rsvp
+from calendar_service.ratelimit import enforce
+from calendar_service.services import (
+    CHANNELS,
+    NotFound,
+    answer_rsvp,
+    cancel_rsvp,
+    resend_confirmation,
+)
 
 router = APIRouter(tags=["rsvps"])
 
@@ -167,3 +174,43 @@ async def get_rsvp(rsvp_id: uuid.UUID, caller: CurrentUser, uow: UowDep) -> Rsvp
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your RSVP")
     notifications = await uow.deliveries.for_rsvp(rsvp_id)
     return _out(row, {c: notifications.get(c, "pending") for c in CHANNELS})
+
+
+class CommandAccepted(BaseModel):
+    command_id: uuid.UUID
+    rsvp_id: uuid.UUID
+    channel: Literal["email", "push"]
+
+
+@router.post(
+    "/rsvps/{rsvp_id}/resend",
+    response_model=CommandAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={429: {"description": "resent too often; see Retry-After"}},
+)
+async def resend(
+    rsvp_id: uuid.UUID, caller: CurrentUser, uow: UowDep, container: ContainerDep
+) -> CommandAccepted:
+    """Send the caller their confirmation again; the email status goes back to pending.
+
+    Limited per RSVP (`RESEND_LIMIT`, default 3 an hour) across all replicas.
+    """
+    await require_account(uow, caller)
+    row = await uow.rsvps.get(rsvp_id)
+    if row is None:
+        raise NotFound("RSVP")
+    if row["user_id"] != caller.user_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your RSVP")
+    await enforce(
+        container.limiter,
+        container.resend_limit,
+        "resend",
+        str(rsvp_id),
+        what="confirmation resent",
+        shown=container.settings.resend_limit,
+    )
+    command = await resend_confirmation(
+        uow, rsvp=row, user_id=caller.user_id, correlation_id=current_correlation_id()
+    )
+    await uow.commit()
+    return CommandAccepted(command_id=command.message_id, rsvp_id=rsvp_id, channel="email")

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, EmailStr, Field
+from pydantic import AwareDatetime, Field, WithJsonSchema
 
 from shared.schemas.envelope import Payload
 
 AttendanceStatus = Literal["going", "maybe", "declined", "cancelled"]
 NotificationKind = Literal["confirmation", "reminder", "announcement"]
 Channel = Literal["email", "push"]
+
+#: An address as the calendar service accepted it (it validated it fully at
+#: registration, with ``email-validator``). Messages re-check only its shape,
+#: in pydantic-core's regex engine: the full check costs ~0.1 ms per address,
+#: a fifth of the runtime's whole per-message budget, and says nothing new.
+EmailAddress = Annotated[
+    str,
+    Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
 
 
 class EventSummary(Payload):
@@ -27,7 +37,7 @@ class EventSummary(Payload):
     organizer_name: str | None = Field(
         default=None, max_length=120, description="Display name of the organizer."
     )
-    organizer_email: EmailStr | None = Field(
+    organizer_email: EmailAddress | None = Field(
         default=None, description="Email address of the organizer."
     )
 
@@ -36,7 +46,7 @@ class Attendee(Payload):
     """The person a message is about or addressed to."""
 
     user_id: UUID = Field(description="Id of the user in the calendar service.")
-    email: EmailStr = Field(description="Address notifications are sent to.")
+    email: EmailAddress = Field(description="Address notifications are sent to.")
     name: str = Field(min_length=1, max_length=120, description="Display name.")
 
 
@@ -74,6 +84,14 @@ class NotificationCommand(Payload):
     status: AttendanceStatus | None = Field(
         default=None, description="The recipient's answer, for a confirmation."
     )
+    rsvp_version: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "version of the RSVP this confirmation restates, so its follow-up updates "
+            "the RSVP's delivery status (confirmations)."
+        ),
+    )
     announcement_id: UUID | None = Field(
         default=None, description="The announcement sent (kind announcement)."
     )
@@ -110,7 +128,7 @@ class DeliveryOutcome(Payload):
 class EmailSentPayload(DeliveryOutcome):
     """An email the mail server accepted."""
 
-    recipient: EmailStr = Field(description="Address the email was sent to.")
+    recipient: EmailAddress = Field(description="Address the email was sent to.")
     smtp_message_id: str = Field(description="Message-ID of the email sent.")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -12,8 +13,6 @@ import httpx
 import pytest
 
 from calendar_service.config import Settings
-from calendar_service.db.session import create_engine
-from calendar_service.followups import build_runtime
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import FOLLOWUPS_EXCHANGE
 from shared.schemas import (
@@ -24,9 +23,12 @@ from shared.schemas import (
     Envelope,
     PushSent,
     PushSentPayload,
+    PushSubscriptionExpired,
+    SubscriptionExpiredPayload,
 )
 from tests.support.amqp import channel_as
-from tests.support.api import create_event, register
+from tests.support.api import PUSH_SUBSCRIPTIONS, browser_subscription, create_event, register
+from tests.support.pipeline import running_followups
 from tests.support.services import BrokerEnv
 
 pytestmark = pytest.mark.integration
@@ -34,15 +36,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def followups_running(calendar_settings: Settings) -> AsyncIterator[None]:
-    engine = create_engine(calendar_settings)
-    pool = await asyncpg.create_pool(calendar_settings.asyncpg_dsn, min_size=1, max_size=2)
-    runtime = build_runtime(calendar_settings, engine, pool, metrics_port=None)
-    task = asyncio.create_task(runtime.run())
-    yield
-    runtime.stop()
-    await asyncio.wait_for(task, timeout=30)
-    await pool.close()
-    await engine.dispose()
+    async with running_followups(calendar_settings):
+        yield
 
 
 async def new_rsvp(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -179,3 +174,55 @@ async def test_the_same_follow_up_twice_changes_nothing_the_second_time(
     assert await notifications_when(
         client, guest, rsvp["id"], {"email": "failed", "push": "pending"}
     )
+
+
+def subscription_expired(
+    user: dict[str, Any], subscription: dict[str, Any], endpoint: str | None = None
+) -> PushSubscriptionExpired:
+    payload = SubscriptionExpiredPayload(
+        user_id=user["id"],
+        subscription_id=subscription["id"],
+        endpoint=endpoint or subscription["endpoint"],
+        status_code=410,
+        seen_at=datetime.now(UTC),
+    )
+    return PushSubscriptionExpired.first(payload, producer="push_consumer")
+
+
+@pytest.mark.usefixtures("followups_running")
+async def test_an_expired_push_subscription_is_deleted_once_and_a_repeat_is_a_no_op(
+    client: httpx.AsyncClient, broker: BrokerEnv, calendar_settings: Settings
+) -> None:
+    user = await register(client)
+    kept, gone = [
+        (
+            await client.post(
+                PUSH_SUBSCRIPTIONS, json=browser_subscription(), headers=user["headers"]
+            )
+        ).json()
+        for _ in range(2)
+    ]
+    first, repeat = subscription_expired(user, gone), subscription_expired(user, gone)
+
+    await report(broker, "push", first, repeat)
+    await handled(calendar_settings, repeat)
+
+    listed = await client.get(PUSH_SUBSCRIPTIONS, headers=user["headers"])
+    assert [s["id"] for s in listed.json()] == [kept["id"]]
+
+
+@pytest.mark.usefixtures("followups_running")
+async def test_an_expiry_report_for_another_endpoint_deletes_nothing(
+    client: httpx.AsyncClient, broker: BrokerEnv, calendar_settings: Settings
+) -> None:
+    user = await register(client)
+    subscription = (
+        await client.post(PUSH_SUBSCRIPTIONS, json=browser_subscription(), headers=user["headers"])
+    ).json()
+    stale = subscription_expired(user, subscription, endpoint="https://push.example.net/old")
+
+    await report(broker, "push", stale)
+    await handled(calendar_settings, stale)
+
+    listed = await client.get(PUSH_SUBSCRIPTIONS, headers=user["headers"])
+    assert [s["id"] for s in listed.json()] == [subscription["id"]]

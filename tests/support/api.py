@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,8 @@ from typing import Any
 
 import httpx
 import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from calendar_service.app import create_app
 from calendar_service.config import Settings
@@ -135,3 +138,25 @@ async def post_rsvp(
 def handmade_cursor(*parts: object) -> str:
     """A page cursor built by hand in the service's encoding, to probe how cursors are read."""
     return base64.urlsafe_b64encode(orjson.dumps(list(parts))).decode().rstrip("=")
+
+
+# --- push subscriptions ----------------------------------------------------------------------
+
+PUSH_SUBSCRIPTIONS = "/users/me/push-subscriptions"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def browser_subscription(endpoint: str | None = None) -> dict[str, Any]:
+    """What ``PushSubscription.toJSON()`` returns in a browser: real P-256 key, 16-byte secret."""
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
+    return {
+        "endpoint": endpoint or f"https://push.example.net/wpush/v2/{uuid.uuid4().hex}",
+        "keys": {"p256dh": b64url(point), "auth": b64url(secrets.token_bytes(16))},
+    }

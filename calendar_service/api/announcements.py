@@ -1,0 +1,122 @@
+"""Announcements: the organizer messages everyone going, by email and/or push."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import AfterValidator, BaseModel, Field
+
+from calendar_service.announcements import post_announcement
+from calendar_service.api.deps import (
+    ContainerDep,
+    CurrentUser,
+    UowDep,
+    current_correlation_id,
+    require_account,
+)
+from calendar_service.api.fields import MultilineText, PlainText
+from calendar_service.ratelimit import enforce
+from calendar_service.services import NotFound
+
+router = APIRouter(prefix="/events/{event_id}/announcements", tags=["announcements"])
+
+Channel = Literal["email", "push"]
+DeliveryState = Literal["queued", "sent", "failed", "skipped"]
+
+
+def _distinct(channels: list[Channel]) -> list[Channel]:
+    if len(set(channels)) != len(channels):
+        raise ValueError("each channel may be named once")
+    return channels
+
+
+class AnnouncementIn(BaseModel):
+    subject: PlainText = Field(min_length=1, max_length=200)
+    body: MultilineText = Field(min_length=1, max_length=5000)
+    channels: Annotated[list[Channel], AfterValidator(_distinct)] = Field(
+        default=["email", "push"], min_length=1, max_length=2
+    )
+
+
+class AnnouncementAccepted(BaseModel):
+    id: uuid.UUID
+    event_id: uuid.UUID
+    channels: list[Channel]
+
+
+class AnnouncementOut(AnnouncementAccepted):
+    subject: str
+    created_at: datetime
+    #: false while the scheduler is still queueing recipients
+    fanned_out: bool
+    recipients: int
+    #: per channel: recipients queued (no report yet), sent, failed, skipped
+    counts: dict[Channel, dict[DeliveryState, int]]
+
+
+@router.post(
+    "",
+    response_model=AnnouncementAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={429: {"description": "announced too often; see Retry-After"}},
+)
+async def announce(
+    event_id: uuid.UUID,
+    body: AnnouncementIn,
+    caller: CurrentUser,
+    uow: UowDep,
+    container: ContainerDep,
+) -> AnnouncementAccepted:
+    """Message every attendee who is going; returns at once, the scheduler fans out.
+
+    Limited per event (`ANNOUNCEMENT_LIMIT`, default 10 an hour): each post
+    fans out to every attendee.
+    """
+    await require_account(uow, caller)
+    event = await uow.events.get(event_id)
+    if event is not None and event["organizer_id"] == caller.user_id:
+        await enforce(
+            container.limiter,
+            container.announcement_limit,
+            "announce",
+            str(event_id),
+            what="announced",
+            shown=container.settings.announcement_limit,
+        )
+    row = await post_announcement(
+        uow,
+        event_id=event_id,
+        caller_id=caller.user_id,
+        subject=body.subject,
+        body=body.body,
+        channels=body.channels,
+        correlation_id=current_correlation_id() or uuid.uuid4(),
+    )
+    await uow.commit()
+    return AnnouncementAccepted.model_validate(dict(row))
+
+
+@router.get("/{announcement_id}", response_model=AnnouncementOut)
+async def progress(
+    event_id: uuid.UUID, announcement_id: uuid.UUID, caller: CurrentUser, uow: UowDep
+) -> AnnouncementOut:
+    """How far an announcement has got, from the consumers' follow-ups (organizer only)."""
+    row = await uow.announcements.get(event_id, announcement_id)
+    if row is None:
+        raise NotFound("announcement")
+    if row["author_id"] != caller.user_id and not caller.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only the organizer sees this")
+    stored = await uow.announcements.counts(announcement_id)
+    counts: dict[Channel, dict[DeliveryState, int]] = {
+        channel: {
+            state: stored.get(channel, {}).get(state, 0)
+            for state in ("queued", "sent", "failed", "skipped")
+        }
+        for channel in row["channels"]
+    }
+    return AnnouncementOut.model_validate(
+        {**row, "fanned_out": row["fanned_out_at"] is not None, "counts": counts}
+    )

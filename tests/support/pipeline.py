@@ -1,0 +1,102 @@
+"""The calendar's background processes run inside a test, on resources of the test's own.
+
+    async with own_database(env) as url, own_vhost(env) as broker:
+        settings = calendar_settings_for(url, broker)
+        async with running_relay(settings), running_followups(settings):
+            ...
+
+(``own_database`` and ``own_vhost`` live in ``tests.support.services``.)
+Each is what ``python -m calendar_service.relay`` / ``.followups`` runs,
+started in the background of the test's event loop and stopped gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
+
+from calendar_service.config import Settings
+from calendar_service.db.session import create_engine
+from calendar_service.followups import build_runtime
+from calendar_service.relay import RelayOptions, run_relay
+from tests.support.amqp import channel_as, get_one
+from tests.support.runtime import running
+from tests.support.services import BrokerEnv
+
+T = TypeVar("T")
+
+
+def calendar_settings_for(database_url: str, broker: BrokerEnv, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "app_env": "test",
+        "database_url": database_url,
+        "amqp_url": broker.amqp_url("calendar"),
+        "db_pool_size": 5,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_relay(
+    settings: Settings, options: RelayOptions | None = None
+) -> AsyncIterator[None]:
+    """The outbox relay, publishing until the block ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_relay(settings, options=options or RelayOptions(idle_poll_s=0.5), stop=stop)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+
+
+@asynccontextmanager
+async def running_followups(settings: Settings) -> AsyncIterator[None]:
+    """The follow-up consumer, recording delivery status until the block ends."""
+    engine = create_engine(settings)
+    pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=4)
+    try:
+        async with running(build_runtime(settings, engine, pool, metrics_port=None)):
+            yield
+    finally:
+        await pool.close()
+        await engine.dispose()
+
+
+async def until(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    timeout: float = 10.0,
+    what: str = "the condition",
+) -> T:
+    """Call ``probe`` until ``done`` says yes about what it returns; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s; last seen: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+async def take_all(
+    broker: BrokerEnv, user: str, queue: str, *, idle: float = 0.3
+) -> list[AbstractIncomingMessage]:
+    """Every message waiting in ``queue``, acked; stops after ``idle`` s of silence."""
+    messages: list[AbstractIncomingMessage] = []
+    async with channel_as(broker.amqp_url(user)) as channel:
+        while (message := await get_one(channel, queue, timeout=idle)) is not None:
+            messages.append(message)
+            await message.ack()
+    return messages
