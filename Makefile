@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e \
-        lint fmt schemas definitions up down bench vapid-keys clean
+        lint fmt schemas browser definitions up down bench vapid-keys clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ migrate: services ## create the database if missing and apply the migrations
 run: broker migrate ## run every process of the system in the foreground (Ctrl-C stops all)
 	@$(PY) -m devtools.run
 
-test: services ## run the whole test suite against the local services
+test: services browser ## run the whole test suite against the local services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv ## unit tests only (no services needed)
@@ -51,7 +51,10 @@ test-unit: venv ## unit tests only (no services needed)
 test-integration: services ## integration tests against real servers
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: services ## end-to-end tests of the running system
+browser: venv ## Debian's chromium for the admin page's browser test (apt-get when root)
+	@$(PY) -m devtools.env browser
+
+test-e2e: services browser ## end-to-end tests of the running system
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: venv ## ruff (lint + format check) and mypy --strict
@@ -69,6 +72,11 @@ schemas: venv ## regenerate JSON Schemas and the AsyncAPI document
 definitions: venv ## regenerate broker/definitions.json from the topology module
 	$(PY) -m shared.messaging.definitions
 
+BENCH_ARGS ?= --messages 10000 --runs 3
+bench: services ## run the benchmarks in bench/ (B3 for now); results in bench/results/
+	$(PY) -m bench.email_consumer_throughput $(BENCH_ARGS)
+	$(PY) -m bench.summary
+
 up: ## run the whole system with docker compose
 	@command -v docker >/dev/null || { echo "docker is not installed: use 'make run' instead"; exit 1; }
 	docker compose up -d --build
@@ -76,6 +84,9 @@ up: ## run the whole system with docker compose
 
 down: ## stop the compose system
 	docker compose down
+
+vapid-keys: venv ## print a new VAPID key pair for the push consumer (python -m push_consumer.keys)
+	@$(PY) -m push_consumer.keys
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

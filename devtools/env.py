@@ -4,6 +4,7 @@
     python -m devtools.env broker     # load broker/definitions.json
     python -m devtools.env database   # create the database if missing
     python -m devtools.env migrate    # create it if missing, then apply migrations
+    python -m devtools.env browser    # Debian's chromium for the admin page's browser test
 
 Each missing service is reported on one line saying how to start it; the
 RabbitMQ plugins are enabled here when the broker runs on this machine.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -194,11 +196,39 @@ async def migrate(settings: EnvSettings) -> int:
     return 0
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+async def ensure_browser(settings: EnvSettings) -> int:
+    """Debian's chromium, which the admin page test drives with playwright.
+
+    Installed with apt-get when we are root; otherwise the one command to run
+    is printed. Playwright never downloads a browser of its own here.
+    """
+    if shutil.which(CHROMIUM):
+        return 0
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing chromium (apt-get) for the admin page test")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        # fixed argv: refresh the package lists once, then install
+        await asyncio.to_thread(subprocess.run, ["apt-get", "update", "-qq"], check=False, env=env)
+        done = await asyncio.to_thread(subprocess.run, install, check=False, env=env)
+        if done.returncode == 0 and shutil.which(CHROMIUM):
+            print("✓ chromium installed")
+            return 0
+    print(
+        f"✗ chromium missing at {CHROMIUM}. Install it: sudo {' '.join(install)}", file=sys.stderr
+    )
+    return 1
+
+
 COMMANDS = {
     "check": check,
     "broker": load_broker_definitions,
     "database": ensure_database,
     "migrate": migrate,
+    "browser": ensure_browser,
 }
 
 

@@ -1,8 +1,10 @@
 """`make run`: every process of the system in the foreground, stopped together.
 
-Starts the API, the outbox relay, the follow-up consumer, the email and push
-consumers (once their packages have a ``__main__``), and a development SMTP
-sink unless ``SMTP_HOST`` is set. Output lines carry the process name.
+Starts the API, the outbox relay, the follow-up consumer, the scheduler, the email and push
+consumers (once their packages have a ``__main__``), a development SMTP
+sink unless ``SMTP_HOST`` is set, and a development Web Push service
+(``devtools.pushsink`` on ``PUSH_SINK_PORT``, default 8090) that subscriptions
+can point at. Output lines carry the process name.
 Ctrl-C (or SIGTERM) sends SIGTERM to every process, waits for them to drain,
 and kills what is still running after the grace period. If one process dies
 on its own, the others are stopped too, and the exit code says so.
@@ -40,12 +42,14 @@ def plan(metrics_base: int, smtp_external: bool) -> list[Process]:
         Process("api", "calendar_service"),
         Process("relay", "calendar_service.relay", {"METRICS_PORT": str(metrics_base + 1)}),
         Process("followups", "calendar_service.followups", {"METRICS_PORT": str(metrics_base + 2)}),
+        Process("scheduler", "calendar_service.reminders", {"METRICS_PORT": str(metrics_base + 5)}),
     ]
     for offset, (name, package) in enumerate(
         (("email", "email_consumer"), ("push", "push_consumer")), start=3
     ):
         if importlib.util.find_spec(f"{package}.__main__") is not None:
             processes.append(Process(name, package, {"METRICS_PORT": str(metrics_base + offset)}))
+    processes.insert(0, Process("pushsink", "devtools.pushsink"))
     if not smtp_external:
         processes.insert(0, Process("mail", "devtools.mailsink"))
     return processes

@@ -12,15 +12,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from calendar_service.migrate import upgrade_async
 from devtools.env import EnvSettings
 from tests.support.services import (
     BrokerEnv,
     create_broker_vhost,
-    create_database,
     delete_broker_vhost,
-    drop_database,
-    new_resource_name,
+    own_database,
+    own_vhost,
     sweep_stale_vhosts,
 )
 
@@ -42,16 +40,12 @@ async def broker(env_settings: EnvSettings) -> AsyncIterator[BrokerEnv]:
 @pytest.fixture
 async def fresh_broker(env_settings: EnvSettings) -> AsyncIterator[BrokerEnv]:
     """A vhost of its own for one test that must see empty queues."""
-    env = await create_broker_vhost(env_settings)
-    yield env
-    await delete_broker_vhost(env_settings, env.vhost)
+    async with own_vhost(env_settings) as env:
+        yield env
 
 
 @pytest.fixture(scope="session")
 async def database_url(env_settings: EnvSettings) -> AsyncIterator[str]:
     """The run's own database, migrated to head by the real alembic migrations."""
-    name = new_resource_name()
-    url = await create_database(env_settings, name)
-    await upgrade_async(url)
-    yield url
-    await drop_database(env_settings, name)
+    async with own_database(env_settings) as url:
+        yield url

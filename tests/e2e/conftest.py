@@ -28,6 +28,7 @@ class RunningSystem:
     api: str
     metrics_base: int
     mail: SmtpSink
+    push_sink: str  #: base URL of the dev push service `make run` started
     output: list[str]
 
     async def stop(self, timeout: float = 30) -> int:
@@ -52,7 +53,7 @@ def mail() -> Iterator[SmtpSink]:
 async def system(
     database_url: str, broker: BrokerEnv, mail: SmtpSink
 ) -> AsyncIterator[RunningSystem]:
-    port, metrics_base = free_port(), free_port_block(6)
+    port, push_sink_port, metrics_base = free_port(), free_port(), free_port_block(6)
     env = {
         **os.environ,
         "APP_ENV": "test",
@@ -60,6 +61,7 @@ async def system(
         "PORT": str(port),
         "SMTP_HOST": mail.host,  # so the supervisor starts no dev sink of its own
         "SMTP_PORT": str(mail.port),
+        "PUSH_SINK_PORT": str(push_sink_port),
         "LOG_FORMAT": "json",
     }
     # each service connects as its own broker user, to this run's vhost
@@ -72,6 +74,7 @@ async def system(
         ("PUSH", "push"),
     ):
         env[f"{process}__AMQP_URL"] = broker.amqp_url(user)
+    env["API__ADMIN_AMQP_URL"] = broker.amqp_url("ops")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -87,18 +90,26 @@ async def system(
     output: list[str] = []
     assert process.stdout is not None
     reader = asyncio.create_task(_collect(process.stdout, output))
-    running = RunningSystem(process, f"http://127.0.0.1:{port}", metrics_base, mail, output)
+    running = RunningSystem(
+        process,
+        f"http://127.0.0.1:{port}",
+        metrics_base,
+        mail,
+        f"http://127.0.0.1:{push_sink_port}",
+        output,
+    )
     try:
-        async with httpx.AsyncClient(base_url=running.api) as client, asyncio.timeout(30):
-            while True:
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.returncode is not None:
-                    raise AssertionError("the system exited:\n" + "".join(output))
-                await asyncio.sleep(0.2)
+        async with httpx.AsyncClient() as client, asyncio.timeout(30):
+            for ready in (f"{running.api}/readyz", f"{running.push_sink}/pushes"):
+                while True:
+                    try:
+                        if (await client.get(ready)).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if process.returncode is not None:
+                        raise AssertionError("the system exited:\n" + "".join(output))
+                    await asyncio.sleep(0.2)
         yield running
     finally:
         if process.returncode is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -18,6 +19,7 @@ def calendar_settings(database_url: str, broker: BrokerEnv) -> Settings:
         app_env="test",
         database_url=database_url,
         amqp_url=broker.amqp_url("calendar"),
+        admin_amqp_url=broker.amqp_url("ops"),
         admin_emails=frozenset({"admin@example.com"}),
         db_pool_size=5,
     )
@@ -27,3 +29,11 @@ def calendar_settings(database_url: str, broker: BrokerEnv) -> Settings:
 async def client(calendar_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(calendar_settings) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+async def database(calendar_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the run's database, to look at what the API wrote."""
+    connection = await asyncpg.connect(calendar_settings.asyncpg_dsn)
+    yield connection
+    await connection.close()

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import asyncpg
 
+from calendar_service.migrate import upgrade_async
 from devtools.env import EnvSettings, _postgres_dsn
 from shared.management import ManagementClient
 from shared.messaging.definitions import DEFINITIONS_PATH, retarget
@@ -98,3 +101,25 @@ async def drop_database(settings: EnvSettings, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def own_database(env: EnvSettings) -> AsyncIterator[str]:
+    """A migrated database nobody else writes to; dropped afterwards."""
+    name = new_resource_name()
+    url = await create_database(env, name)
+    try:
+        await upgrade_async(url)
+        yield url
+    finally:
+        await drop_database(env, name)
+
+
+@asynccontextmanager
+async def own_vhost(env: EnvSettings) -> AsyncIterator[BrokerEnv]:
+    """A vhost with the product topology and empty queues; deleted afterwards."""
+    broker = await create_broker_vhost(env)
+    try:
+        yield broker
+    finally:
+        await delete_broker_vhost(env, broker.vhost)

@@ -34,6 +34,7 @@ PROCESSES = {
     "calendar_service": {"calendar-1", "calendar-2"},
     "calendar_service.relay": {"relay"},
     "calendar_service.followups": {"followups"},
+    "calendar_service.reminders": {"scheduler"},
     "email_consumer": {"email_consumer"},
     "push_consumer": {"push_consumer"},
 }
@@ -41,7 +42,13 @@ APP_SERVICES = set().union(*PROCESSES.values())
 BACKING_SERVICES = {"postgres", "redis", "rabbitmq"}
 SCALABLE_CONSUMERS = {"email_consumer", "push_consumer"}
 #: Background processes serve /healthz, /readyz and /metrics on these ports.
-METRICS_PORTS = {"relay": 9101, "followups": 9102, "email_consumer": 9103, "push_consumer": 9104}
+METRICS_PORTS = {
+    "relay": 9101,
+    "followups": 9102,
+    "email_consumer": 9103,
+    "push_consumer": 9104,
+    "scheduler": 9105,
+}
 
 #: The settings the services read (design §7): the names are the contract.
 CONTRACT_SETTINGS = {
