@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import AwareDatetime, BaseModel, Field
 
 from calendar_service.api.deps import AdminUser, ContainerDep
 from shared.dlq.office import BadCursor, DeadLetterOffice, UnknownQueue
-from shared.dlq.passes import QueueBusy
+from shared.dlq.passes import QueueBusy, Route
 from shared.dlq.selection import Filter
 from shared.dlq.views import letter_as_dict
 
@@ -35,6 +35,9 @@ class ReplayRequest(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     rate: float | None = Field(default=None, gt=0, le=100_000)
     dry_run: bool = False
+    #: "queue": to the origin queue alone; "exchange": through the original
+    #: exchange and routing key (a fanout exchange reaches every bound queue)
+    route: Literal["queue", "exchange"] = "queue"
 
     def selection(self) -> Filter:
         return _filter(self.type, self.reason, self.message_id, self.since, self.until)
@@ -133,6 +136,7 @@ async def replay_dead_letters(
             limit=request.limit,
             rate=request.rate,
             dry_run=request.dry_run,
+            route=Route(request.route),
         )
     return {"matched": outcome.matched, "replayed": outcome.replayed}
 

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from shared.dlq.office import DeadLetterOffice, QueueDepth, UnknownQueue
-from shared.dlq.passes import DEFAULT_WINDOW, PassCounts, QueueBusy
+from shared.dlq.passes import DEFAULT_WINDOW, PassCounts, QueueBusy, Route
 from shared.dlq.selection import Filter
 from shared.dlq.views import letter_as_dict
 from shared.settings import ServiceSettings
@@ -183,19 +183,35 @@ def replay(
     limit: Annotated[int | None, typer.Option(min=1, help="replay at most this many")] = None,
     rate: Annotated[float | None, typer.Option(min=0.1, help="messages per second")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count, change nothing")] = False,
+    via_exchange: Annotated[
+        bool,
+        typer.Option(
+            "--via-exchange",
+            help="publish through the original exchange and routing key instead of to the "
+            "origin queue alone (a fanout exchange reaches every bound queue again)",
+        ),
+    ] = False,
     yes: YesOpt = False,
 ) -> None:
     """Send the picked messages of QUEUE back to their origin queue, attempts reset."""
     selection = _filter(type_, reason, message_id, since, until)
     _check(queue)
+    route = Route.EXCHANGE if via_exchange else Route.QUEUE
     if not dry_run and not yes:
         what = "every message" if selection.is_empty else "the matching messages"
-        typer.confirm(f"Replay {what} of {queue} to their origin?", abort=True)
+        where = "their original exchange" if via_exchange else "their origin queue"
+        typer.confirm(f"Replay {what} of {queue} to {where}?", abort=True)
     progress, update = _progress_bar("dry run" if dry_run else "replay")
     with progress:
         outcome = _run(
             lambda office: office.replay(
-                queue, selection, limit=limit, rate=rate, dry_run=dry_run, on_progress=update
+                queue,
+                selection,
+                limit=limit,
+                rate=rate,
+                dry_run=dry_run,
+                on_progress=update,
+                route=route,
             )
         )
     if dry_run:

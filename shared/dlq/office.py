@@ -28,6 +28,7 @@ from shared.dlq.passes import (
     PassCounts,
     Progress,
     QueueBusy,
+    Route,
     run_pass,
 )
 from shared.dlq.ratelimit import TokenBucket
@@ -163,6 +164,7 @@ class DeadLetterOffice:
         *,
         rate: float | None = None,
         on_progress: Progress | None = None,
+        route: Route = Route.QUEUE,
     ) -> PassCounts:
         """One pass over ``queue``; a second one waits a little, then is refused."""
         lock = self._queue_locks.setdefault(queue, asyncio.Lock())
@@ -178,6 +180,7 @@ class DeadLetterOffice:
                 window=self._window,
                 rate=TokenBucket(rate) if rate else None,
                 on_progress=on_progress,
+                route=route,
             )
         finally:
             lock.release()
@@ -212,15 +215,20 @@ class DeadLetterOffice:
         rate: float | None = None,
         dry_run: bool = False,
         on_progress: Progress | None = None,
+        route: Route = Route.QUEUE,
     ) -> ReplayOutcome:
-        """Replay the picked messages to their origin queue; a dry run only counts them."""
+        """Replay the picked messages to their origin queue; a dry run only counts them.
+
+        ``route=Route.EXCHANGE`` publishes through the original exchange and
+        routing key instead (a fanout exchange then reaches every bound queue).
+        """
         self.origin_of(queue)
         tally = _Tally(selection, limit)
 
         def decide(letter: DeadLetter) -> Action:
             return Action.REPLAY if tally.pick(letter) and not dry_run else Action.KEEP
 
-        counts = await self._pass(queue, decide, rate=rate, on_progress=on_progress)
+        counts = await self._pass(queue, decide, rate=rate, on_progress=on_progress, route=route)
         return ReplayOutcome(matched=tally.matched, replayed=counts.replayed, counts=counts)
 
     async def drop(self, queue: str, selection: Filter) -> int:

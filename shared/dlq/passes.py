@@ -11,7 +11,8 @@ pass never gives a message back. It counts the messages present (a passive
 declare), takes exactly that many in order, and for each one publishes a
 copy with publisher confirms before it acks the original:
 
-* REPLAY: to its origin queue, with replay headers;
+* REPLAY: to its origin queue (or, with :attr:`Route.EXCHANGE`, through its
+  original exchange and routing key), with replay headers;
 * KEEP: to the back of the same DLQ, unchanged;
 * DROP: nowhere (the ack alone removes it).
 
@@ -76,6 +77,17 @@ class Action(enum.Enum):
 Decide = Callable[[DeadLetter], Action]
 
 
+class Route(enum.Enum):
+    """Where a replayed copy is published."""
+
+    #: to the origin queue alone, through the default exchange (the default)
+    QUEUE = "queue"
+    #: back through the original exchange with the original routing key: a
+    #: fanout exchange hands the copy to every bound queue again, and their
+    #: idempotent consumers ack the ones they had already handled
+    EXCHANGE = "exchange"
+
+
 class QueueBusy(RuntimeError):
     """Another pass of the same office is working on this queue."""
 
@@ -102,11 +114,14 @@ async def run_pass(
     window: int = DEFAULT_WINDOW,
     rate: TokenBucket | None = None,
     on_progress: Progress | None = None,
+    route: Route = Route.QUEUE,
 ) -> PassCounts:
     """Run one pass; returns what it did. Raises if a publish is not confirmed."""
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     try:
-        return await _Pass(channel, dead_letter_queue, decide, window, rate, on_progress).run()
+        return await _Pass(
+            channel, dead_letter_queue, decide, window, rate, on_progress, route
+        ).run()
     finally:
         # Anything still unacked (after an error) goes back to the queue here.
         with contextlib.suppress(Exception):
@@ -128,8 +143,10 @@ class _Pass:
         window: int,
         rate: TokenBucket | None,
         on_progress: Progress | None,
+        route: Route,
     ) -> None:
         self._channel = channel
+        self._route = route
         self._dlq = dead_letter_queue
         self._decide = decide
         self._window = max(window, 1)
@@ -219,26 +236,34 @@ class _Pass:
             if self._rate is not None:
                 await self._rate.acquire()
             copy = republished(message, replay_headers(letter))
-            routing_key = letter.original_queue
+            if self._route is Route.EXCHANGE:
+                exchange, routing_key = letter.original_exchange, letter.original_routing_key
+            else:
+                exchange, routing_key = "", letter.original_queue
         else:
             headers = {k: v for k, v in message.headers.items() if k != DELIVERY_COUNT}
             copy = republished(message, headers)
-            routing_key = self._dlq
+            exchange, routing_key = "", self._dlq
         await self._slots.acquire()
         # Tasks reach the channel's publish lock in the order they are created
         # (nothing awaits before it), so copies are published in queue order.
-        task = asyncio.create_task(self._publish(entry, copy, routing_key, action))
+        task = asyncio.create_task(self._publish(entry, copy, exchange, routing_key, action))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _publish(
-        self, entry: _InFlight, copy: aio_pika.Message, routing_key: str, action: Action
+        self,
+        entry: _InFlight,
+        copy: aio_pika.Message,
+        exchange: str,
+        routing_key: str,
+        action: Action,
     ) -> None:
         try:
             # aiormq directly: wait for the confirm, not for each frame's write
             confirmation = await self._raw.basic_publish(
                 copy.body,
-                exchange="",
+                exchange=exchange,
                 routing_key=routing_key,
                 properties=copy.properties,
                 mandatory=True,
@@ -246,7 +271,8 @@ class _Pass:
                 timeout=CONFIRM_TIMEOUT_S,
             )
             if not isinstance(confirmation, aiormq.spec.Basic.Ack):
-                raise PublishNotConfirmed(f"{routing_key}: not confirmed ({confirmation!r})")
+                route = f"{exchange or '(default)'} / {routing_key}"
+                raise PublishNotConfirmed(f"{route}: not confirmed ({confirmation!r})")
         except Exception as exc:
             # Never acked: the original stays in the DLQ. Stop taking more.
             self._failure = self._failure or exc

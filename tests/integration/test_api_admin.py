@@ -115,8 +115,12 @@ async def test_bad_requests_get_specific_answers(client: httpx.AsyncClient) -> N
     naive = await client.post(
         f"/admin/dlq/{DLQ}/replay", json={"since": "2030-01-01T00:00:00"}, headers=headers
     )
+    nowhere = await client.post(
+        f"/admin/dlq/{DLQ}/replay", json={"route": "elsewhere"}, headers=headers
+    )
 
     assert unknown.status_code == 404
     assert too_many.status_code == 422
     assert cursor.status_code == 400
     assert naive.status_code == 422
+    assert nowhere.status_code == 422

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.messaging.topology import EMAIL_RSVP_EVENTS
+from shared.messaging.topology import EMAIL_RSVP_EVENTS, PUSH_RSVP_EVENTS
 from tests.support.dlq import dead_letter, depth, drain
 from tests.support.email_consumer import email_settings, running_email_consumer
 from tests.support.messages import rsvp_created
@@ -73,6 +73,19 @@ async def test_unknown_queue_and_refused_confirmation_change_nothing(
     assert unknown == 2
     assert process.returncode == 1  # aborted at the prompt
     assert await depth(fresh_broker, DLQ, "ops") == 1
+
+
+async def test_via_exchange_replays_through_the_original_fanout(fresh_broker: BrokerEnv) -> None:
+    message = rsvp_created()
+    await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, [message])
+
+    code, out, err = await run_cli(fresh_broker, "replay", DLQ, "--via-exchange", "--yes")
+
+    assert code == 0, err
+    assert "replayed 1" in out
+    for queue, user in ((EMAIL_RSVP_EVENTS.name, "email"), (PUSH_RSVP_EVENTS.name, "push")):
+        (copy,) = await drain(fresh_broker, queue, user)
+        assert copy.message_id == str(message.message_id)
 
 
 async def test_replaying_10000_messages_shows_progress_and_loses_none(

@@ -14,10 +14,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.dlq.office import DeadLetterOffice
-from shared.dlq.passes import PassCounts, QueueBusy
+from shared.dlq.passes import PassCounts, QueueBusy, Route
 from shared.dlq.selection import REPLAY_COUNT, REPLAYED_AT, DeadLetter, Filter
 from shared.messaging import faults
-from shared.messaging.topology import COMMANDS_EXCHANGE, EMAIL_COMMANDS, EMAIL_RSVP_EVENTS
+from shared.messaging.topology import (
+    COMMANDS_EXCHANGE,
+    EMAIL_COMMANDS,
+    EMAIL_RSVP_EVENTS,
+    PUSH_COMMANDS,
+    PUSH_RSVP_EVENTS,
+)
 from tests.support.amqp import channel_as, get_one, publish
 from tests.support.dlq import dead_letter, depth, drain
 from tests.support.email_consumer import email_settings, publish_as_calendar, running_email_consumer
@@ -141,13 +147,7 @@ async def test_time_window_and_message_id_filters(
 async def test_broker_dead_lettered_message_is_replayed_to_its_origin_from_x_death(
     fresh_broker: BrokerEnv, office: DeadLetterOffice
 ) -> None:
-    async with channel_as(fresh_broker.amqp_url("calendar")) as channel:
-        message_id = await publish(channel, COMMANDS_EXCHANGE, EMAIL_COMMANDS.name)
-    async with channel_as(fresh_broker.amqp_url("email")) as channel:
-        delivery = await get_one(channel, EMAIL_COMMANDS.name)
-        assert delivery is not None
-        await delivery.reject(requeue=False)  # the broker dead-letters it, with x-death
-
+    message_id = await _rejected_command(fresh_broker)
     (letter,) = await _wait_for_dead_letters(office, 1, EMAIL_COMMANDS.dead_letter_queue)
     outcome = await office.replay(EMAIL_COMMANDS.dead_letter_queue, Filter(reason="rejected"))
 
@@ -160,6 +160,36 @@ async def test_broker_dead_lettered_message_is_replayed_to_its_origin_from_x_dea
     (copy,) = await drain(fresh_broker, EMAIL_COMMANDS.name, "email")
     assert copy.message_id == message_id
     assert copy.headers[REPLAY_COUNT] == 1
+
+
+async def test_replay_via_the_original_fanout_exchange_reaches_every_bound_queue(
+    fresh_broker: BrokerEnv, office: DeadLetterOffice
+) -> None:
+    message = rsvp_created()
+    await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, [message])
+
+    outcome = await office.replay(DLQ, Filter(), route=Route.EXCHANGE)
+
+    assert outcome.replayed == 1
+    (to_email,) = await drain(fresh_broker, EMAIL_RSVP_EVENTS.name, "email")
+    (to_push,) = await drain(fresh_broker, PUSH_RSVP_EVENTS.name, "push")
+    assert to_email.message_id == to_push.message_id == str(message.message_id)
+    assert to_email.headers[REPLAY_COUNT] == 1
+    assert await depth(fresh_broker, DLQ, "ops") == 0
+
+
+async def test_replay_via_the_original_direct_exchange_reaches_only_the_origin_queue(
+    fresh_broker: BrokerEnv, office: DeadLetterOffice
+) -> None:
+    message_id = await _rejected_command(fresh_broker)
+    await _wait_for_dead_letters(office, 1, EMAIL_COMMANDS.dead_letter_queue)
+
+    outcome = await office.replay(EMAIL_COMMANDS.dead_letter_queue, Filter(), route=Route.EXCHANGE)
+
+    assert outcome.replayed == 1
+    (copy,) = await drain(fresh_broker, EMAIL_COMMANDS.name, "email")
+    assert copy.message_id == message_id
+    assert await depth(fresh_broker, PUSH_COMMANDS.name, "push") == 0
 
 
 async def test_purge_drops_only_the_named_message(
@@ -213,6 +243,17 @@ async def test_a_second_pass_over_the_same_queue_is_refused(fresh_broker: Broker
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+async def _rejected_command(broker: BrokerEnv) -> str:
+    """An email command the consumer rejects: the broker dead-letters it, with ``x-death``."""
+    async with channel_as(broker.amqp_url("calendar")) as channel:
+        message_id = await publish(channel, COMMANDS_EXCHANGE, EMAIL_COMMANDS.name)
+    async with channel_as(broker.amqp_url("email")) as channel:
+        delivery = await get_one(channel, EMAIL_COMMANDS.name)
+        assert delivery is not None
+        await delivery.reject(requeue=False)
+    return message_id
 
 
 async def _wait_for_dead_letters(
