@@ -73,8 +73,10 @@ definitions: venv ## regenerate broker/definitions.json from the topology module
 	$(PY) -m shared.messaging.definitions
 
 BENCH_ARGS ?= --messages 10000 --runs 3
-bench: services ## run the benchmarks in bench/ (B3 for now); results in bench/results/
+bench: services ## run the benchmarks in bench/ (B3, B6, announcement); results in bench/results/
 	$(PY) -m bench.email_consumer_throughput $(BENCH_ARGS)
+	$(PY) -m bench.dlq_replay
+	$(PY) -m bench.announcement
 	$(PY) -m bench.summary
 
 up: ## run the whole system with docker compose

@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -39,6 +37,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench import harness
 from calendar_service.config import DEV_JWT_SECRET
 from calendar_service.security import TokenIssuer
 from devtools.env import EnvSettings
@@ -46,7 +45,7 @@ from tests.support.ports import free_port
 from tests.support.services import BrokerEnv, own_database, own_vhost
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULT = ROOT / "bench" / "results" / "announcement.json"
+NAME = "announcement"
 
 ATTENDEES = 2_000
 RSVP_RATE = 20.0  # RSVP POSTs a second, open loop: a modest, steady load
@@ -337,19 +336,6 @@ async def measure(database_url: str, broker: BrokerEnv) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": commit,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 async def run() -> dict[str, Any]:
     env = EnvSettings()
     async with own_database(env) as url, own_vhost(env) as broker:
@@ -357,7 +343,35 @@ async def run() -> dict[str, Any]:
     base, during = figures["rsvp_latency_baseline"], figures["rsvp_latency_during_announcement"]
     figures["rsvp_p50_ratio_during_vs_baseline"] = round(during["p50_ms"] / base["p50_ms"], 2)
     figures["rsvp_p99_ratio_during_vs_baseline"] = round(during["p99_ms"] / base["p99_ms"], 2)
-    return {"benchmark": "announcement", **machine(), "figures": figures}
+    return {
+        "benchmark": "announcement",
+        "machine": harness.machine(),
+        "settings": {"runs_text": f"1 x {ATTENDEES} attendees"},
+        "figures": figures,
+        "summary": summary_rows(figures),
+    }
+
+
+def summary_rows(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows ``bench.summary`` puts in bench/results/README.md (no bench.md target)."""
+    base, during = f["rsvp_latency_baseline"], f["rsvp_latency_during_announcement"]
+    return [
+        {
+            "what": f"POST announcement -> last of {f['attendees']} emails at the sink",
+            "figure": f"{f['post_to_last_email_s']} s ({f['announcement_emails_per_s']} emails/s)",
+            "baseline": "-",
+            "ratio": None,
+            "target_text": "none set (issue 8: record it)",
+        },
+        {
+            "what": f"RSVP POST p99 at {f['rsvp_rate_per_s']:.0f}/s while it goes out",
+            "figure": f"{during['p99_ms']} ms (p50 {during['p50_ms']} ms)",
+            "baseline": f"same load, no announcement: p99 {base['p99_ms']} ms "
+            f"(p50 {base['p50_ms']} ms)",
+            "ratio": f["rsvp_p99_ratio_during_vs_baseline"],
+            "target_text": "none set",
+        },
+    ]
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -384,11 +398,9 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    result = asyncio.run(run())
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(summary(result))
-    print(f"written to {RESULT.relative_to(ROOT)}")
+    path = harness.write_result(NAME, asyncio.run(run()))
+    print(summary(json.loads(path.read_text())))
+    print(f"written to {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

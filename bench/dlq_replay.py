@@ -12,16 +12,12 @@ persistent publishes with confirms, 500 in flight, into a quorum queue.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
 import time
-from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import uvloop
 
+from bench import harness
 from devtools.env import EnvSettings
 from shared.dlq.office import DeadLetterOffice
 from shared.dlq.selection import Filter
@@ -30,10 +26,12 @@ from tests.support.dlq import dead_letter, depth
 from tests.support.messages import rsvp_created
 from tests.support.services import create_broker_vhost, delete_broker_vhost
 
-RESULTS = Path(__file__).resolve().parent / "results" / "dlq_replay.json"
+NAME = "dlq_replay"
+BASELINE = "publish, persistent, confirms, 500 in flight, quorum queue (the fill)"
+TARGET_MSG_PER_S = 5000
 
 
-async def measure(messages: int, window: int) -> dict[str, object]:
+async def measure(messages: int, window: int) -> dict[str, Any]:
     settings = EnvSettings()
     broker = await create_broker_vhost(settings)
     try:
@@ -59,21 +57,32 @@ async def measure(messages: int, window: int) -> dict[str, object]:
         await delete_broker_vhost(settings, broker.vhost)
     replay_rate = messages / replay_s
     baseline_rate = messages / fill_s
+    ratio = round(replay_rate / baseline_rate, 2)
     return {
         "benchmark": "B6 dlq replay",
+        "machine": harness.machine(),
+        "settings": {"window": window, "runs_text": f"1 x {messages} msgs"},
         "messages": messages,
-        "window": window,
         "replayed": outcome.replayed,
         "arrived_at_origin": arrived,
         "replay_seconds": round(replay_s, 2),
         "replay_msg_per_s": round(replay_rate),
-        "baseline": "publish, persistent, confirms, 500 in flight, quorum queue (the fill)",
+        "baseline": BASELINE,
         "baseline_msg_per_s": round(baseline_rate),
-        "ratio_to_baseline": round(replay_rate / baseline_rate, 2),
-        "target_msg_per_s": 5000,
+        "ratio_to_baseline": ratio,
+        "target_msg_per_s": TARGET_MSG_PER_S,
         "progress_updates": frames,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "summary": [
+            {
+                "what": f"replay {messages} dead letters to their origin, confirms on, "
+                f"window {window}; {arrived} arrived",
+                "figure": f"{replay_rate:.0f} msg/s",
+                "baseline": f"{BASELINE}: {baseline_rate:.0f} msg/s",
+                "ratio": ratio,
+                "target_text": f">= {TARGET_MSG_PER_S} msg/s",
+                "met": replay_rate >= TARGET_MSG_PER_S and arrived == messages,
+            }
+        ],
     }
 
 
@@ -83,12 +92,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=500)
     args = parser.parse_args()
     result = uvloop.run(measure(args.messages, args.window))
-    result["commit"] = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    path = harness.write_result(NAME, result)
+    print(path.read_text())
 
 
 if __name__ == "__main__":

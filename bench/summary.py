@@ -24,15 +24,28 @@ notes for the method and the targets.
 """
 
 
+def target_cell(row: dict[str, Any]) -> str:
+    """A ratio target (``target``: 0.85) or one stated in words (``target_text`` + ``met``)."""
+    if "target_text" in row:
+        met = row.get("met")
+        if met is None:
+            return str(row["target_text"])
+        return f"{row['target_text']} ({'met' if met else '**not met**'})"
+    met = row["ratio"] >= row["target"]
+    return f">= {row['target']}x ({'met' if met else '**not met**'})"
+
+
 def rows(report: dict[str, Any]) -> list[str]:
     settings = report.get("settings", {})
-    runs = f"{settings.get('runs', '?')} x {settings.get('messages', '?')} msgs"
+    runs = settings.get("runs_text") or (
+        f"{settings.get('runs', '?')} x {settings.get('messages', '?')} msgs"
+    )
     lines = []
     for row in report.get("summary", []):
-        met = "met" if row["ratio"] >= row["target"] else "**not met**"
+        ratio = "-" if row.get("ratio") is None else f"{row['ratio']:.2f}x"
         lines.append(
             f"| {report['benchmark']} | {row['what']} | {row['figure']} | {row['baseline']} "
-            f"| {row['ratio']:.2f}x | >= {row['target']}x ({met}) "
+            f"| {ratio} | {target_cell(row)} "
             f"| {report['date'][:10]} | `{report['commit']}` | {runs} |"
         )
     return lines
@@ -40,7 +53,10 @@ def rows(report: dict[str, Any]) -> list[str]:
 
 def machine_line(reports: list[dict[str, Any]]) -> str:
     machines = {str(r["machine"].get("cpu")) for r in reports if "machine" in r}
-    first = reports[0]["machine"] if reports else {}
+    first: dict[str, Any] = {}
+    for report in reports:  # what one report leaves out (server versions), another may say
+        for key, value in report.get("machine", {}).items():
+            first.setdefault(key, value)
     return (
         f"\nMachine: {', '.join(sorted(machines))}, {first.get('cores')} cores shared by every "
         f"process and both sinks; RabbitMQ {first.get('rabbitmq')}, "
