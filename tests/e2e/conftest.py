@@ -18,6 +18,8 @@ from tests.support.services import BrokerEnv
 from tests.support.smtp import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
+#: How long the system may take to start: six processes at once on a loaded 2-core machine.
+READY_TIMEOUT_S = 60
 
 
 @dataclass
@@ -99,7 +101,7 @@ async def system(
         output,
     )
     try:
-        async with httpx.AsyncClient() as client, asyncio.timeout(30):
+        async with httpx.AsyncClient() as client, asyncio.timeout(READY_TIMEOUT_S):
             for ready in (f"{running.api}/readyz", f"{running.push_sink}/pushes"):
                 while True:
                     try:

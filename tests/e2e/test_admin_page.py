@@ -31,6 +31,11 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 ADMIN = "page-admin@example.com"
 PASSWORD = "correct horse"
 DLQ = PUSH_COMMANDS.dead_letter_queue
+#: For each expect() of the page: its 5 s default is tight for Chromium on a loaded machine.
+#: (A page's own actions and navigations already wait up to 30 s by default.)
+UI_TIMEOUT_MS = 20_000
+
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 @pytest.fixture

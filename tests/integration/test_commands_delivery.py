@@ -33,6 +33,7 @@ from tests.support.api import (
     register,
     register_with_issued_token,
 )
+from tests.support.dlq import depth
 from tests.support.email_consumer import email_settings, publish_as_calendar, running_email_consumer
 from tests.support.pipeline import (
     calendar_settings_for,
@@ -48,6 +49,8 @@ pytestmark = pytest.mark.integration
 
 #: Small batches, so three attendees take two transactions.
 BATCH_SIZE = 2
+#: outbox -> relay -> broker -> consumer -> SMTP -> follow-ups -> database, on a loaded machine.
+ROUND_TRIP_S = 30
 MAIL_DOMAIN = "rsvp.localhost"  # of the consumer's default MAIL_FROM
 OTHER_QUEUES = (
     ("push", "push.commands"),
@@ -81,7 +84,7 @@ class Pipeline:
         async def sent() -> list[ReceivedMail]:
             return self.mails_with("Message-ID", message_id_header(message_id))
 
-        mails = await until(sent, bool, what=f"the email for {message_id}")
+        mails = await until(sent, bool, timeout=ROUND_TRIP_S, what=f"the email for {message_id}")
         return mails[0]
 
 
@@ -140,6 +143,7 @@ async def confirmation_sent(pipeline: Pipeline, rsvp: dict[str, Any], user: dict
         await until(
             lambda: rsvp_notifications(pipeline, rsvp, user),
             lambda n: n["email"] == "sent",
+            timeout=ROUND_TRIP_S,
             what=f"the confirmation of RSVP {rsvp['id']} reported sent",
         )
 
@@ -157,12 +161,23 @@ async def fan_out_until(
         return await until(
             lambda: progress(pipeline, event, announcement_id, organizer),
             done,
+            timeout=ROUND_TRIP_S,
             what=f"announcement {announcement_id} progress",
         )
 
 
 def message_id_header(message_id: object) -> str:
     return f"<{message_id}@{MAIL_DOMAIN}>"
+
+
+async def queued(broker: BrokerEnv, user: str, queue: str, count: int) -> None:
+    """Wait until ``count`` messages (or more: the test's assertions say) wait in ``queue``."""
+    await until(
+        lambda: depth(broker, queue, user),
+        lambda n: n >= count,
+        timeout=ROUND_TRIP_S,
+        what=f"{count} messages in {queue}",
+    )
 
 
 async def ids_left_in_other_queues(broker: BrokerEnv) -> set[str]:
@@ -271,6 +286,8 @@ async def test_an_announcement_on_both_channels_queues_a_push_command_per_going_
 
     # no push consumer on this branch: the push commands wait in their queue
     assert done["counts"]["push"] == {"queued": 2, "sent": 0, "failed": 0, "skipped": 0}
+    # the emails being reported says nothing of where the relay is with the push commands
+    await queued(pipeline.broker, "push", "push.commands", 2)
     pushes = [
         parse_message(m.body) for m in await take_all(pipeline.broker, "push", "push.commands")
     ]
@@ -299,6 +316,8 @@ async def test_a_refused_announcement_email_is_dead_lettered_and_counted_failed(
     )
 
     assert done["counts"]["email"] == {"queued": 0, "sent": 0, "failed": 1, "skipped": 0}
+    # the consumer publishes email.failed first, then dead-letters the command
+    await queued(pipeline.broker, "ops", "email.commands.dlq", 1)
     [dead] = await take_all(pipeline.broker, "ops", "email.commands.dlq")
     assert dead.headers["x-fault-reason"] == "invalid_recipient"
     assert parse_message(dead.body).data.announcement_id == uuid.UUID(announcement_id)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from shared.messaging.topology import EMAIL_RSVP_EVENTS, PUSH_RSVP_EVENTS
-from tests.support.dlq import dead_letter, depth, drain
+from tests.support.dlq import consumers, dead_letter, depth, drain
 from tests.support.email_consumer import email_settings, running_email_consumer
 from tests.support.messages import rsvp_created
+from tests.support.polling import wait_until_async
 from tests.support.services import BrokerEnv
 from tests.support.smtp import SmtpSink
 
@@ -88,6 +89,7 @@ async def test_via_exchange_replays_through_the_original_fanout(fresh_broker: Br
         assert copy.message_id == str(message.message_id)
 
 
+@pytest.mark.timeout(300)  # filling 10,000, the CLI's own 120 s, draining them back
 async def test_replaying_10000_messages_shows_progress_and_loses_none(
     fresh_broker: BrokerEnv,
 ) -> None:
@@ -105,6 +107,7 @@ async def test_replaying_10000_messages_shows_progress_and_loses_none(
     assert await depth(fresh_broker, DLQ, "ops") == 0
 
 
+@pytest.mark.timeout(480)  # the sum of its waits below, with room for a loaded machine
 async def test_killing_a_replay_midway_loses_nothing_and_sends_no_duplicate_email(
     fresh_broker: BrokerEnv, database_url: str
 ) -> None:
@@ -116,6 +119,20 @@ async def test_killing_a_replay_midway_loses_nothing_and_sends_no_duplicate_emai
     process.send_signal(signal.SIGKILL)
     await process.wait()
     midway = await depth(fresh_broker, EMAIL_RSVP_EVENTS.name, "email")
+
+    async def all_accounted_for() -> bool:
+        # The broker takes back the dead client's unacked deliveries in its own time;
+        # a replay started before then would count, and so replay, too few. Its
+        # consumer gone, they are back; every message is then in the DLQ or has
+        # been published to its queue (some, published but never acked, in both).
+        if await consumers(fresh_broker, DLQ, "ops"):
+            return False
+        dead = await depth(fresh_broker, DLQ, "ops")
+        return dead + await depth(fresh_broker, EMAIL_RSVP_EVENTS.name, "email") >= 1_000
+
+    await wait_until_async(
+        all_accounted_for, timeout=60, interval=0.1, what="the killed replay's deliveries back"
+    )
     code, _, err = await run_cli(fresh_broker, "replay", DLQ, "--yes")
 
     assert 200 <= midway < 1_000  # killed mid-run, not after

@@ -75,11 +75,11 @@ async def take_one(url: str, queue: str, timeout: float) -> AbstractIncomingMess
         return message
 
 
-async def next_followup(broker: BrokerEnv, timeout: float = 5.0) -> AbstractIncomingMessage | None:
+async def next_followup(broker: BrokerEnv, timeout: float = 15.0) -> AbstractIncomingMessage | None:
     return await take_one(broker.amqp_url("calendar"), FOLLOWUPS_QUEUE, timeout)
 
 
-async def dead_letter(broker: BrokerEnv, timeout: float = 5.0) -> AbstractIncomingMessage | None:
+async def dead_letter(broker: BrokerEnv, timeout: float = 15.0) -> AbstractIncomingMessage | None:
     return await take_one(broker.amqp_url("ops"), EMAIL_RSVP_EVENTS.dead_letter_queue, timeout)
 
 
@@ -153,18 +153,20 @@ async def test_smtp_down_retries_after_1s_then_5s_and_delivers_once_it_is_back(
     async with running_email_consumer(settings) as runtime:
         await publish_as_calendar(fresh_broker, message)
         retried = lambda n: counted(runtime, "messages_retried_total") >= n  # noqa: E731
-        await wait_until(lambda: retried(1), what="the first failed attempt")
+        await wait_until(lambda: retried(1), timeout=30, what="the first failed attempt")
         first_failure = time.monotonic()
-        await wait_until(lambda: retried(2), what="the second failed attempt")
+        await wait_until(lambda: retried(2), timeout=30, what="the second failed attempt")
         second_failure = time.monotonic()
         sink_down.start()  # the server comes back while the message waits 5 s
-        (mail,) = await sink_down.wait_for(1, timeout=10)
+        (mail,) = await sink_down.wait_for(1, timeout=30)
         delivered = time.monotonic()
         sent = followup_of(await next_followup(fresh_broker))
 
-    assert RETRY_DELAYS_S[:2] == (1, 5)
-    assert 0.9 <= second_failure - first_failure < 2.5
-    assert 4.5 <= delivered - second_failure < 7.5
+    # Bounds that tell the tiers apart (1 s, then 5 s, not 0 s, not 30 s) and no more:
+    # on a loaded machine a round trip or a late poll adds seconds, never takes a tier away.
+    assert RETRY_DELAYS_S[:3] == (1, 5, 30)
+    assert 0.8 <= second_failure - first_failure < 4.5
+    assert 4.0 <= delivered - second_failure < 25
     assert mail.message["Message-ID"] == f"<{message.message_id}@rsvp.localhost>"
     assert isinstance(sent, EmailSent)
     assert counted(runtime, "messages_handled_total") == 1
@@ -297,6 +299,10 @@ async def test_metrics_count_each_outcome_and_readiness_answers_the_supervisor(
             await publish_as_calendar(fresh_broker, message)
         await sink.wait_for(2)  # the third at once, the first after its 1 s retry
         await wait_until(lambda: counted(runtime, "messages_handled_total") == 2, what="handled")
+        # handled counts before the ack, in_flight goes down after it
+        await wait_until(
+            lambda: counted(runtime, "messages_in_flight") == 0, what="nothing in flight"
+        )
         status, body = await http_get(port, "/metrics")
 
     assert ready == (200, b"ready\n")

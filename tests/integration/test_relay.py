@@ -28,6 +28,7 @@ from shared.schemas import Envelope
 from tests.support.amqp import channel_as, publish
 from tests.support.messages import email_send, rsvp_created
 from tests.support.pipeline import take_all
+from tests.support.polling import wait_until_async
 from tests.support.proxy import CuttableProxy
 from tests.support.services import BrokerEnv, own_database
 
@@ -177,6 +178,23 @@ async def write_messages(database_url: str, messages: list[Envelope[Any]]) -> No
         await engine.dispose()
 
 
+async def operator_policy_is(
+    admin: ManagementClient, vhost: str, queue: str, policy: str | None
+) -> None:
+    """Wait until the queue itself reports ``policy`` as its operator policy (None: none).
+
+    The management API shows what the queue last reported (every few seconds),
+    so this waits for the queue to have taken the change, not for the API call.
+    """
+
+    async def reported() -> bool:
+        return (await admin.queue(vhost, queue)).get("operator_policy") == policy
+
+    await wait_until_async(
+        reported, timeout=30, interval=0.2, what=f"operator policy {policy!r} on {queue}"
+    )
+
+
 async def fill_until_refused(broker: BrokerEnv) -> None:
     """Publish RSVP events until the capped push queue makes the broker nack one."""
     async with channel_as(broker.amqp_url("calendar")) as channel:
@@ -206,7 +224,7 @@ async def test_nacked_messages_are_republished_and_the_confirmed_ones_are_not(
                 "apply-to": "queues",
             },
         )
-    await asyncio.sleep(1.5)  # let the policy reach the queue
+        await operator_policy_is(admin, fresh_broker.vhost, PUSH_RSVP_EVENTS.name, "push-full")
     await fill_until_refused(fresh_broker)
     events = [rsvp_created() for _ in range(5)]
     commands = [email_send() for _ in range(5)]
@@ -223,8 +241,8 @@ async def test_nacked_messages_are_republished_and_the_confirmed_ones_are_not(
 
             async with ManagementClient(fresh_broker.admin_url) as admin:
                 await admin.delete_operator_policy(fresh_broker.vhost, "push-full")
+                await operator_policy_is(admin, fresh_broker.vhost, PUSH_RSVP_EVENTS.name, None)
                 await admin.purge_queue(fresh_broker.vhost, PUSH_RSVP_EVENTS.name)
-            await asyncio.sleep(1.5)
             second = await relay.publish_pending_outbox()
     finally:
         await pool.close()

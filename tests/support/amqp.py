@@ -55,9 +55,13 @@ async def publish(
 
 
 async def get_one(
-    channel: AbstractChannel, queue: str, timeout: float = 5.0
+    channel: AbstractChannel, queue: str, timeout: float = 15.0
 ) -> AbstractIncomingMessage | None:
-    """Poll ``queue`` with basic.get until a message arrives or ``timeout`` passes."""
+    """Poll ``queue`` with basic.get until a message arrives or ``timeout`` passes.
+
+    The default is for a message that should come; to show that none does,
+    pass a short ``timeout`` of your own.
+    """
     q = await channel.get_queue(queue, ensure=False)
     deadline = time.monotonic() + timeout
     while True:

@@ -85,3 +85,15 @@ async def depth(broker: BrokerEnv, queue: str, user: str) -> int:
     async with channel_as(broker.amqp_url(user)) as channel:
         declared = await channel.declare_queue(queue, passive=True)
         return declared.declaration_result.message_count or 0
+
+
+async def consumers(broker: BrokerEnv, queue: str, user: str) -> int:
+    """Consumers the queue has now, as it answers a passive declare.
+
+    A quorum queue drops a dead client's consumer and takes back that
+    consumer's unacked deliveries in one step, so 0 here means none of them
+    is still out: they are all counted in :func:`depth` again.
+    """
+    async with channel_as(broker.amqp_url(user)) as channel:
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.consumer_count or 0

@@ -77,16 +77,33 @@ async def until(
     done: Callable[[T], bool],
     *,
     timeout: float = 10.0,
+    stall: float | None = None,
     what: str = "the condition",
 ) -> T:
-    """Call ``probe`` until ``done`` says yes about what it returns; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Call ``probe`` until ``done`` says yes about what it returns; fail after ``timeout``.
+
+    With ``stall``, a long job is judged by its progress rather than by a guess
+    of its total time: it also fails once what ``probe`` returns has not
+    changed for ``stall`` seconds, and ``timeout`` only caps the whole wait.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    last_seen: T | None = None
+    changed = started
     while True:
         value = await probe()
         if done(value):
             return value
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if value != last_seen:
+            last_seen, changed = value, now
+        if now > deadline:
             raise AssertionError(f"{what} did not happen within {timeout}s; last seen: {value!r}")
+        if stall is not None and now - changed > stall:
+            raise AssertionError(
+                f"{what}: no progress for {stall}s (after {now - started:.0f}s); "
+                f"last seen: {value!r}"
+            )
         await asyncio.sleep(0.05)
 
 

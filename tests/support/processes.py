@@ -51,7 +51,7 @@ async def reap(process: asyncio.subprocess.Process) -> None:
 
 
 async def wait_ready(
-    process: asyncio.subprocess.Process, metrics_port: int, log: Path, timeout: float = 20.0
+    process: asyncio.subprocess.Process, metrics_port: int, log: Path, timeout: float = 60.0
 ) -> None:
     """Probe ``/readyz`` as a supervisor would, until it answers 200."""
     url = f"http://127.0.0.1:{metrics_port}/readyz"
