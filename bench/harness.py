@@ -183,7 +183,9 @@ def git_commit() -> str:
         ).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # the result files themselves do not make the build dirty
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return commit + ("-dirty" if changed else "")
 
 
 def write_result(name: str, figures: dict[str, Any]) -> Path:
