@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.conftest import READY_TIMEOUT_S, RunningSystem
 from tests.support.api import PUSH_SUBSCRIPTIONS, create_event, register
-from tests.support.polling import wait_until_async
+from tests.support.polling import until
 
 #: Room for the system's start (READY_TIMEOUT_S), the test's own waits and a clean stop.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -101,7 +101,7 @@ async def test_every_background_process_reports_ready(system: RunningSystem) -> 
     async with httpx.AsyncClient() as client:
         for offset, name in ((1, "relay"), (2, "followups"), (3, "email"), (4, "push")):
             url = f"http://127.0.0.1:{system.metrics_base + offset}"
-            await wait_until_async(
+            await until(
                 partial(answers_200, client, f"{url}/readyz"),
                 timeout=max(deadline - time.monotonic(), 0.0),
                 interval=0.2,

@@ -29,7 +29,8 @@ from calendar_service.reminders import Scheduler
 from devtools.env import EnvSettings
 from tests.support.api import api_client, create_event, register_with_issued_token
 from tests.support.email_consumer import email_consumer_process, email_settings
-from tests.support.pipeline import calendar_settings_for, running_followups, running_relay, until
+from tests.support.pipeline import calendar_settings_for, running_followups, running_relay
+from tests.support.polling import until
 from tests.support.services import own_database, own_vhost
 from tests.support.smtp import SmtpSink
 

@@ -40,8 +40,8 @@ from tests.support.pipeline import (
     running_followups,
     running_relay,
     take_all,
-    until,
 )
+from tests.support.polling import until
 from tests.support.services import BrokerEnv, own_database, own_vhost
 from tests.support.smtp import ReceivedMail, SmtpSink
 
@@ -84,7 +84,7 @@ class Pipeline:
         async def sent() -> list[ReceivedMail]:
             return self.mails_with("Message-ID", message_id_header(message_id))
 
-        mails = await until(sent, bool, timeout=ROUND_TRIP_S, what=f"the email for {message_id}")
+        mails = await until(sent, timeout=ROUND_TRIP_S, what=f"the email for {message_id}")
         return mails[0]
 
 

@@ -15,7 +15,7 @@ from shared.messaging.topology import EMAIL_RSVP_EVENTS, PUSH_RSVP_EVENTS
 from tests.support.dlq import consumers, dead_letter, depth, drain
 from tests.support.email_consumer import email_settings, running_email_consumer
 from tests.support.messages import rsvp_created
-from tests.support.polling import wait_until_async
+from tests.support.polling import until
 from tests.support.services import BrokerEnv
 from tests.support.smtp import SmtpSink
 
@@ -130,8 +130,11 @@ async def test_killing_a_replay_midway_loses_nothing_and_sends_no_duplicate_emai
         dead = await depth(fresh_broker, DLQ, "ops")
         return dead + await depth(fresh_broker, EMAIL_RSVP_EVENTS.name, "email") >= 1_000
 
-    await wait_until_async(
-        all_accounted_for, timeout=60, interval=0.1, what="the killed replay's deliveries back"
+    await until(
+        all_accounted_for,
+        timeout=60,
+        interval=0.1,
+        what="the killed replay's deliveries back",
     )
     code, _, err = await run_cli(fresh_broker, "replay", DLQ, "--yes")
 

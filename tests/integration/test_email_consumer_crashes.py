@@ -28,7 +28,7 @@ from tests.support.crashing_consumer import CRASHED
 from tests.support.dlq import depth
 from tests.support.email_consumer import email_env, email_settings, publish_as_calendar
 from tests.support.messages import rsvp_created
-from tests.support.polling import wait_until, wait_until_async, wait_until_stable
+from tests.support.polling import until, wait_until, wait_until_stable
 from tests.support.ports import free_port
 from tests.support.processes import python_module, wait_ready
 from tests.support.services import BrokerEnv
@@ -100,9 +100,7 @@ async def test_a_consumer_killed_mid_batch_loses_nothing_once_restarted(
                 lambda: set(message_ids_of(sink)) >= expected, timeout=90, what="every mail"
             )
             # a SIGTERM now would give back what is still queued or prefetched
-            await wait_until_async(
-                settled, timeout=60, interval=0.1, hold=0.5, what="the queue to settle"
-            )
+            await until(settled, timeout=60, interval=0.1, hold=0.5, what="the queue to settle")
             second.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(second.wait(), 20) == 0, log.read_text()
 

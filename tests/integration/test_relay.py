@@ -28,7 +28,7 @@ from shared.schemas import Envelope
 from tests.support.amqp import channel_as, publish
 from tests.support.messages import email_send, rsvp_created
 from tests.support.pipeline import take_all
-from tests.support.polling import wait_until_async
+from tests.support.polling import until
 from tests.support.proxy import CuttableProxy
 from tests.support.services import BrokerEnv, own_database
 
@@ -190,9 +190,7 @@ async def operator_policy_is(
     async def reported() -> bool:
         return (await admin.queue(vhost, queue)).get("operator_policy") == policy
 
-    await wait_until_async(
-        reported, timeout=30, interval=0.2, what=f"operator policy {policy!r} on {queue}"
-    )
+    await until(reported, timeout=30, interval=0.2, what=f"operator policy {policy!r} on {queue}")
 
 
 async def fill_until_refused(broker: BrokerEnv) -> None:

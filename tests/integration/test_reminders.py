@@ -30,7 +30,7 @@ from calendar_service.db.session import create_engine
 from calendar_service.db.uow import UnitOfWork
 from calendar_service.reminders import Scheduler, serve
 from tests.support.api import create_event, post_rsvp, register, register_with_issued_token
-from tests.support.polling import wait_until_async
+from tests.support.polling import until
 
 pytestmark = pytest.mark.integration
 
@@ -369,7 +369,7 @@ async def new_listeners(database: asyncpg.Connection, known: set[int], what: str
     async def new() -> set[int]:
         return await listening(database) - known
 
-    return await wait_until_async(new, timeout=30, interval=0.1, what=what)
+    return await until(new, timeout=30, interval=0.1, what=what)
 
 
 async def test_a_running_scheduler_wakes_on_notify_not_on_its_timer(

@@ -13,8 +13,7 @@ started in the background of the test's event loop and stopped gracefully.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -70,41 +69,6 @@ async def running_followups(settings: Settings) -> AsyncIterator[None]:
     finally:
         await pool.close()
         await engine.dispose()
-
-
-async def until(
-    probe: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    *,
-    timeout: float = 10.0,
-    stall: float | None = None,
-    what: str = "the condition",
-) -> T:
-    """Call ``probe`` until ``done`` says yes about what it returns; fail after ``timeout``.
-
-    With ``stall``, a long job is judged by its progress rather than by a guess
-    of its total time: it also fails once what ``probe`` returns has not
-    changed for ``stall`` seconds, and ``timeout`` only caps the whole wait.
-    """
-    started = time.monotonic()
-    deadline = started + timeout
-    last_seen: T | None = None
-    changed = started
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        now = time.monotonic()
-        if value != last_seen:
-            last_seen, changed = value, now
-        if now > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout}s; last seen: {value!r}")
-        if stall is not None and now - changed > stall:
-            raise AssertionError(
-                f"{what}: no progress for {stall}s (after {now - started:.0f}s); "
-                f"last seen: {value!r}"
-            )
-        await asyncio.sleep(0.05)
 
 
 async def take_all(

@@ -22,35 +22,49 @@ async def wait_until(
     return value
 
 
-async def wait_until_async(
-    probe: Callable[[], Awaitable[T | None]],
+async def until(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool] = bool,
     *,
     timeout: float = 10.0,
-    interval: float = 0.05,
+    stall: float | None = None,
     hold: float = 0.0,
-    what: str = "condition",
+    interval: float = 0.05,
+    what: str = "the condition",
 ) -> T:
-    """:func:`wait_until` for a probe that must be awaited (a query, an HTTP call).
+    """Await ``probe`` until ``done`` says yes about what it returns; return that.
 
-    With ``hold``, the probe must answer truthy at every poll for that many
-    seconds in a row: for a state made of several readings, one of which may
-    be a moment behind the others. (Passing ``lambda: some_coroutine()`` to
-    :func:`wait_until` would not do: the coroutine object itself is truthy,
-    so it would return at once.)
+    Fails after ``timeout``. With ``stall``, a long job is judged by its
+    progress rather than by a guess of its total time: it also fails once
+    what ``probe`` returns has not changed for ``stall`` seconds. With
+    ``hold``, ``done`` must say yes at every poll for that many seconds in a
+    row: for a state made of several readings, one of which may be a moment
+    behind the others. (For a probe that must be awaited; a coroutine passed
+    to :func:`wait_until` would be truthy at once.)
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    last_seen: T | None = None
+    changed = started
     held_since: float | None = None
     while True:
         value = await probe()
         now = time.monotonic()
-        if not value:
-            held_since = None
-        else:
+        if done(value):
             held_since = now if held_since is None else held_since
             if now - held_since >= hold:
                 return value
+        else:
+            held_since = None
+        if value != last_seen:
+            last_seen, changed = value, now
         if now > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"{what} did not happen within {timeout}s; last seen: {value!r}")
+        if stall is not None and now - changed > stall:
+            raise AssertionError(
+                f"{what}: no progress for {stall}s (after {now - started:.0f}s); "
+                f"last seen: {value!r}"
+            )
         await asyncio.sleep(interval)
 
 
