@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.env import EnvSettings
 from tests.support.ports import free_port, free_port_block
-from tests.support.services import BrokerEnv
+from tests.support.services import BrokerEnv, own_database
 from tests.support.smtp import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,9 +53,19 @@ def mail() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
+async def system_database(env_settings: EnvSettings) -> AsyncIterator[str]:
+    """A database of its own: rows other tests left in the outbox must not reach this sink."""
+    async with own_database(env_settings) as url:
+        yield url
+
+
+@pytest.fixture
 async def system(
-    database_url: str, broker: BrokerEnv, mail: SmtpSink
+    system_database: str, fresh_broker: BrokerEnv, mail: SmtpSink
 ) -> AsyncIterator[RunningSystem]:
+    """``make run``'s supervisor on a vhost and database of its own: each test
+    counts every mail and push it sees, so nothing another test left may arrive."""
+    database_url, broker = system_database, fresh_broker
     port, push_sink_port, metrics_base = free_port(), free_port(), free_port_block(6)
     env = {
         **os.environ,
