@@ -72,13 +72,27 @@ class Inbox(Protocol):
         ...
 
 
-_CLAIM = """
-SELECT pg_try_advisory_lock(hashtextextended($1::text || '/' || $2::uuid::text, 0)) AS locked,
-       (SELECT followups FROM consumer_inbox
-        WHERE consumer = $1::text AND message_id = $2::uuid) AS stored,
-       EXISTS (SELECT 1 FROM consumer_inbox
-               WHERE consumer = $1::text AND message_id = $2::uuid) AS handled
+#: Lock first, then look: a function, because one SQL statement reads from a
+#: snapshot taken when it starts, before its lock is held. A statement that
+#: locked and looked at once could start before another worker's record
+#: committed, get the lock once that worker let go, and still see the message
+#: as new. A VOLATILE function takes a fresh snapshot for each query in it, so
+#: the look-up sees every record committed before the lock was granted, and
+#: the claim stays one round trip. Migration 0006 creates it in production.
+INBOX_CLAIM_FUNCTION = """
+CREATE OR REPLACE FUNCTION consumer_inbox_claim(p_consumer text, p_message_id uuid)
+RETURNS TABLE (locked boolean, handled boolean, stored jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    locked := pg_try_advisory_lock(hashtextextended(p_consumer || '/' || p_message_id::text, 0));
+    SELECT true, i.followups INTO handled, stored
+    FROM consumer_inbox i WHERE i.consumer = p_consumer AND i.message_id = p_message_id;
+    handled := coalesce(handled, false);
+    RETURN NEXT;
+END
+$$
 """
+_CLAIM = "SELECT locked, handled, stored FROM consumer_inbox_claim($1::text, $2::uuid)"
 _RECORD = (
     "INSERT INTO consumer_inbox (consumer, message_id, followups)"
     " VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING"
@@ -122,6 +136,7 @@ class PostgresInbox:
 
     async def ensure_schema(self) -> None:
         await self._pool.execute(INBOX_DDL)
+        await self._pool.execute(INBOX_CLAIM_FUNCTION)
 
     @asynccontextmanager
     async def claim(self, consumer: str, message_id: UUID) -> AsyncIterator[Claim]:
