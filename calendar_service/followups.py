@@ -108,6 +108,11 @@ async def forget_subscription(engine: AsyncEngine, message: PushSubscriptionExpi
     )
 
 
+#: Follow-ups handled at once: each is a short transaction on the engine's
+#: pool plus an inbox connection held for the claim.
+CONCURRENCY = 8
+
+
 def build_runtime(
     settings: Settings, engine: AsyncEngine, pool: asyncpg.Pool, *, metrics_port: int | None
 ) -> ConsumerRuntime:
@@ -117,6 +122,7 @@ def build_runtime(
         inbox=PostgresInbox(pool),
         producer="calendar_service",
         metrics_port=metrics_port,
+        concurrency=CONCURRENCY,
     )
 
     async def handle(message: Envelope[Any]) -> Sequence[Envelope[Any]]:
@@ -128,7 +134,8 @@ def build_runtime(
 
 async def run_followups(settings: Settings) -> None:
     engine = create_engine(settings)
-    pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=4)
+    # each handler holds an inbox connection while it runs (its claim's lock)
+    pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=CONCURRENCY + 1)
     try:
         port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
         runtime = build_runtime(settings, engine, pool, metrics_port=port)
