@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import AwareDatetime, BaseModel, Field
 
 from calendar_service.api.deps import AdminUser, ContainerDep
-from shared.dlq.office import BadCursor, DeadLetterOffice, UnknownQueue
+from shared.dlq.office import BadCursor, BrokerRefused, DeadLetterOffice, UnknownQueue
 from shared.dlq.passes import QueueBusy, Route
 from shared.dlq.selection import Filter
 from shared.dlq.views import letter_as_dict
@@ -69,6 +69,10 @@ async def _office(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     except QueueBusy as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except BrokerRefused as exc:
+        # the broker's topology is not the product's, or it refused a copy:
+        # whatever was not confirmed is still in the DLQ
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"broker refused: {exc}") from exc
     except (OSError, ConnectionError) as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "broker unreachable") from exc
 

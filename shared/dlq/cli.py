@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from shared.dlq.office import DeadLetterOffice, QueueDepth, UnknownQueue
+from shared.dlq.office import BrokerRefused, DeadLetterOffice, QueueDepth, UnknownQueue
 from shared.dlq.passes import DEFAULT_WINDOW, PassCounts, QueueBusy, Route
 from shared.dlq.selection import Filter
 from shared.dlq.views import letter_as_dict
@@ -61,6 +61,15 @@ def _run(work: Callable[[DeadLetterOffice], Awaitable[T]]) -> T:
     except QueueBusy as exc:
         errors.print(f"[red]{exc}[/]; try again when it is done")
         raise typer.Exit(3) from None
+    except BrokerRefused as exc:
+        errors.print(
+            f"[red]the broker refused: {exc}[/]; what was not confirmed is still in the DLQ"
+            " (is broker/definitions.json loaded? `make broker`)"
+        )
+        raise typer.Exit(4) from None
+    except (OSError, ConnectionError) as exc:
+        errors.print(f"[red]cannot reach the broker: {exc}[/]; is RabbitMQ running? (AMQP_URL)")
+        raise typer.Exit(5) from None
 
 
 def _check(queue: str) -> None:

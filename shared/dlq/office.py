@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Self
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractRobustConnection
 
 from shared.dlq.passes import (
@@ -33,6 +34,7 @@ from shared.dlq.passes import (
 )
 from shared.dlq.ratelimit import TokenBucket
 from shared.dlq.selection import DeadLetter, Filter
+from shared.messaging.publisher import PublishNotConfirmed
 from shared.messaging.topology import dead_letter_queues
 
 #: How long a pass waits for another pass over the same queue to end before refusing.
@@ -41,6 +43,13 @@ BUSY_WAIT_S = 5.0
 
 class UnknownQueue(KeyError):
     """Not one of the topology's dead-letter queues."""
+
+
+class BrokerRefused(RuntimeError):
+    """The broker lacks a queue or exchange the pass needs, or refused a copy.
+
+    Nothing is lost: a message whose copy was not confirmed stays in the DLQ.
+    """
 
 
 class BadCursor(ValueError):
@@ -182,6 +191,8 @@ class DeadLetterOffice:
                 on_progress=on_progress,
                 route=route,
             )
+        except (aiormq.exceptions.ChannelNotFoundEntity, PublishNotConfirmed) as exc:
+            raise BrokerRefused(str(exc)) from exc
         finally:
             lock.release()
 
@@ -199,7 +210,10 @@ class DeadLetterOffice:
         try:
             depths = []
             for name, origin in dead_letter_queues().items():
-                queue = await channel.declare_queue(name, passive=True)
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                    raise BrokerRefused(str(exc)) from exc
                 count = queue.declaration_result.message_count or 0
                 depths.append(QueueDepth(name, origin, count))
             return depths

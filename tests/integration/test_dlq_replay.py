@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.dlq.office import DeadLetterOffice
+from shared.dlq.office import BrokerRefused, DeadLetterOffice
 from shared.dlq.passes import PassCounts, QueueBusy, Route
 from shared.dlq.selection import REPLAY_COUNT, REPLAYED_AT, DeadLetter, Filter
 from shared.messaging import faults
@@ -190,6 +190,21 @@ async def test_replay_via_the_original_direct_exchange_reaches_only_the_origin_q
     (copy,) = await drain(fresh_broker, EMAIL_COMMANDS.name, "email")
     assert copy.message_id == message_id
     assert await depth(fresh_broker, PUSH_COMMANDS.name, "push") == 0
+
+
+async def test_a_replay_the_broker_refuses_says_so_and_keeps_the_letter(
+    fresh_broker: BrokerEnv, office: DeadLetterOffice
+) -> None:
+    message = rsvp_created()
+    gone = faults.Route("no.such.exchange", EMAIL_RSVP_EVENTS.name)
+    await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, [message], origin=gone)
+
+    with pytest.raises(BrokerRefused, match=r"no\.such\.exchange"):
+        await office.replay(DLQ, Filter(), route=Route.EXCHANGE)
+
+    # the unconfirmed letter goes back to the DLQ when the broker closes the channel
+    (letter,) = await _wait_for_dead_letters(office, 1)
+    assert letter.message_id == str(message.message_id)
 
 
 async def test_purge_drops_only_the_named_message(

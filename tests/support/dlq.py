@@ -27,6 +27,7 @@ async def dead_letter(
     *,
     reasons: Sequence[str] = ("invalid_recipient",),
     failed_at: datetime | None = None,
+    origin: faults.Route = faults.Route(EVENTS_EXCHANGE, ""),
 ) -> None:
     """Put ``messages`` into ``queue``'s DLQ in order, with the runtime's fault headers.
 
@@ -44,7 +45,7 @@ async def dead_letter(
                     reason=reasons[index % len(reasons)],
                     error=RuntimeError(f"failure {index}"),
                     attempts=1,
-                    route=faults.Route(EVENTS_EXCHANGE, ""),
+                    route=origin,
                     queue=queue.name,
                     failed_at=failed_at or datetime.now(UTC),
                 )
