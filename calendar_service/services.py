@@ -18,11 +18,10 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
-from calendar_service.commands import commands_for, event_summary
+from calendar_service.commands import PRODUCER, attendee, commands_for, event_summary
 from calendar_service.db.uow import UnitOfWork
-from calendar_service.domain import Answer, NothingToCancel, message_type_for
+from calendar_service.domain import Answer, NothingToCancel, is_change, message_type_for
 from shared.schemas import (
-    Attendee,
     Envelope,
     NotificationCommand,
     RsvpCancelled,
@@ -31,7 +30,6 @@ from shared.schemas import (
     RsvpUpdated,
 )
 
-PRODUCER = "calendar_service"
 CHANNELS = ("email", "push")
 RSVP_MESSAGES: dict[str, type[RsvpCreated] | type[RsvpUpdated] | type[RsvpCancelled]] = {
     "rsvp.created": RsvpCreated,
@@ -70,7 +68,7 @@ async def _publish_change(
     payload = RsvpPayload(
         rsvp_id=rsvp["id"],
         event=event_summary(event),
-        attendee=Attendee(user_id=user["id"], email=user["email"], name=user["name"]),
+        attendee=attendee(user),
         status=after.status,
         previous_status=before.status if before else None,
         guests=after.guests,
@@ -107,7 +105,7 @@ async def answer_rsvp(
         existing = await uow.rsvps.lock_for_user(event_id, user_id)
         assert existing is not None, "the conflicting RSVP vanished inside our transaction"
         before = Answer(existing["status"], existing["guests"])
-        if before == answer:
+        if not is_change(before, answer):
             return RsvpResult(rsvp=existing, created=False, changed=False)
         rsvp = await uow.rsvps.change(existing["id"], answer)
 
@@ -156,7 +154,7 @@ async def resend_confirmation(
     uow: UnitOfWork,
     *,
     rsvp: RowMapping,
-    user_id: uuid.UUID,
+    user: RowMapping,
     correlation_id: uuid.UUID | None = None,
 ) -> Envelope[Any]:
     """An ``email.send`` confirmation of ``rsvp`` as it stands; email status back to pending.
@@ -165,12 +163,10 @@ async def resend_confirmation(
     on from pending exactly as the first confirmation's did.
     """
     event = await uow.events.with_organizer(rsvp["event_id"])
-    user = await uow.users.by_id(user_id)
     assert event is not None, "a foreign key keeps the event"
-    assert user is not None, "a foreign key keeps the user"
     payload = NotificationCommand(
         kind="confirmation",
-        recipient=Attendee(user_id=user["id"], email=user["email"], name=user["name"]),
+        recipient=attendee(user),
         event=event_summary(event),
         rsvp_id=rsvp["id"],
         status=rsvp["status"],

@@ -195,7 +195,7 @@ async def resend(
 
     Limited per RSVP (`RESEND_LIMIT`, default 3 an hour) across all replicas.
     """
-    await require_account(uow, caller)
+    user = await require_account(uow, caller)
     row = await uow.rsvps.get(rsvp_id)
     if row is None:
         raise NotFound("RSVP")
@@ -210,7 +210,7 @@ async def resend(
         shown=container.settings.resend_limit,
     )
     command = await resend_confirmation(
-        uow, rsvp=row, user_id=caller.user_id, correlation_id=current_correlation_id()
+        uow, rsvp=row, user=user, correlation_id=current_correlation_id()
     )
     await uow.commit()
     return CommandAccepted(command_id=command.message_id, rsvp_id=rsvp_id, channel="email")

@@ -31,7 +31,7 @@ from shared.messaging.publisher import Publisher
 from shared.messaging.subscription import DeadLetterFollowups, Handler, Subscription
 from shared.messaging.topology import WorkQueue
 
-__all__ = ["ConsumerRuntime", "DeadLetterFollowups", "Handler", "Runtime"]
+__all__ = ["ConsumerRuntime", "DeadLetterFollowups", "Handler"]
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,3 @@ class ConsumerRuntime:
             await asyncio.gather(*late, return_exceptions=True)
         # cancelled waiting tasks are done too; collect them so nothing is left behind
         await asyncio.gather(*tuple(self._in_flight), return_exceptions=True)
-
-
-#: The short name other modules may use.
-Runtime = ConsumerRuntime
