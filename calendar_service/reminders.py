@@ -143,9 +143,16 @@ class Scheduler:
             due = await uow.reminders.due_windows(
                 now=now, offsets=self._offsets, limit=WINDOWS_PER_PASS
             )
+            # after downtime or a late move most windows may be superseded: close
+            # them all at once, not in a transaction each
+            await uow.reminders.finish(
+                [window for window in due if window["superseded"]], now=now, superseded=True
+            )
+            await uow.commit()
         sent = 0
         for window in due:
-            sent += await self._work_through(window, now)
+            if not window["superseded"]:
+                sent += await self._work_through(window, now)
         self.unfinished = self.unfinished or len(due) == WINDOWS_PER_PASS
         return sent
 
@@ -155,10 +162,6 @@ class Scheduler:
         sent = 0
         while True:
             async with UnitOfWork(self._engine) as uow:
-                if window["superseded"]:
-                    await uow.reminders.finish(window, now=now, superseded=True)
-                    await uow.commit()
-                    return sent
                 attendees = await uow.reminders.claim_attendees(
                     window, now=now, limit=self._batch_size
                 )
@@ -174,7 +177,7 @@ class Scheduler:
                 more = len(attendees) == self._batch_size
                 if not more:
                     if await uow.reminders.owed(window) == 0:
-                        await uow.reminders.finish(window, now=now, superseded=False)
+                        await uow.reminders.finish([window], now=now, superseded=False)
                     else:
                         # rows another transaction holds (skipped) or an event just moved
                         self.unfinished = True

@@ -140,15 +140,25 @@ class Reminders(Repository):
         )
         return int(result.scalar_one())
 
-    async def finish(self, window: RowMapping, *, now: datetime, superseded: bool) -> None:
+    async def finish(
+        self, finished: Sequence[RowMapping], *, now: datetime, superseded: bool
+    ) -> None:
+        """Close these windows for their event's start, in one statement."""
+        if not finished:
+            return
         await self.connection.execute(
             insert(windows)
             .values(
-                event_id=window["event_id"],
-                offset_s=window["offset_s"],
-                starts_at=window["starts_at"],
-                finished_at=now,
-                superseded=superseded,
+                [
+                    {
+                        "event_id": window["event_id"],
+                        "offset_s": window["offset_s"],
+                        "starts_at": window["starts_at"],
+                        "finished_at": now,
+                        "superseded": superseded,
+                    }
+                    for window in finished
+                ]
             )
             .on_conflict_do_nothing()
         )
