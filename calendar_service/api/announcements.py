@@ -76,16 +76,7 @@ async def announce(
     fans out to every attendee.
     """
     await require_account(uow, caller)
-    event = await uow.events.get(event_id)
-    if event is not None and event["organizer_id"] == caller.user_id:
-        await enforce(
-            container.limiter,
-            container.announcement_limit,
-            "announce",
-            str(event_id),
-            what="announced",
-            shown=container.settings.announcement_limit,
-        )
+    # refuses a stranger (403) or an unknown event (404) before counting a use
     row = await post_announcement(
         uow,
         event_id=event_id,
@@ -94,6 +85,15 @@ async def announce(
         body=body.body,
         channels=body.channels,
         correlation_id=current_correlation_id() or uuid.uuid4(),
+    )
+    # past the limit this raises, and the uncommitted announcement is rolled back
+    await enforce(
+        container.limiter,
+        container.announcement_limit,
+        "announce",
+        str(event_id),
+        what="announced",
+        shown=container.settings.announcement_limit,
     )
     await uow.commit()
     return AnnouncementAccepted.model_validate(dict(row))
