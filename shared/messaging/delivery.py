@@ -4,7 +4,8 @@ Every outcome ends the same way: whatever must be published (follow-ups, a
 retry copy, a dead letter) is confirmed by the broker first, and only then is
 the delivery acked. A crash in between duplicates a message, never loses one;
 the inbox turns the duplicate into a no-op. If publishing fails the delivery
-is returned to its queue (nack with requeue) for another try.
+is settled again after growing pauses (:data:`SETTLE_PAUSES_S`), and only
+then returned to its queue (nack with requeue).
 
     body does not validate        -> dlx, reason invalid_message
     claimed by another worker     -> retry tier (it comes back as a duplicate)
@@ -34,9 +35,14 @@ from shared.schemas import InvalidMessage, parse_message
 
 log = logging.getLogger(__name__)
 
-#: Pause before a delivery whose publish failed goes back to its queue,
-#: so a broker in trouble is not hammered by immediate redeliveries.
-RETURN_PAUSE_S = 1.0
+#: Pauses between tries to settle a delivery whose publish failed (a follow-up,
+#: retry copy or dead letter not confirmed), keeping the delivery meanwhile.
+#: Giving it back at once would count against the queue's delivery limit
+#: (5): a few seconds of broker trouble would dead-letter handled messages.
+#: Settling again is safe: a handled message is found in the inbox and only
+#: its recorded follow-ups are published again. After the last pause the
+#: delivery goes back to its queue.
+SETTLE_PAUSES_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 class Delivery:
@@ -62,18 +68,25 @@ class Delivery:
         in_flight = self._metrics.in_flight
         in_flight.inc()
         try:
-            await self._handle(message)
-        except asyncio.CancelledError:
+            for pause in (*SETTLE_PAUSES_S, None):
+                try:
+                    await self._handle(message)
+                except Exception:
+                    # a closed channel's deliveries the broker takes back itself
+                    if pause is None or message.channel.is_closed:
+                        log.exception("could not settle; returning it", extra=log_context(message))
+                        await return_to_queue(message)
+                        return
+                    log.exception(
+                        "could not settle; again in %.0f s", pause, extra=log_context(message)
+                    )
+                    await asyncio.sleep(pause)
+                else:
+                    await _ack(message)
+                    return
+        except asyncio.CancelledError:  # shutting down: straight back to the queue
             await return_to_queue(message)
             raise
-        except Exception:
-            log.exception("could not settle message; returning it", extra=log_context(message))
-            try:
-                await asyncio.sleep(RETURN_PAUSE_S)
-            finally:
-                await return_to_queue(message)
-        else:
-            await _ack(message)
         finally:
             in_flight.dec()
 

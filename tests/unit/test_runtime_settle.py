@@ -1,0 +1,108 @@
+"""A delivery whose follow-up publish fails is settled again in place, not given back at once.
+
+Pure unit test: an in-process inbox, a publisher that refuses a few times,
+and a stand-in for the broker's delivery that records ack and nack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aio_pika.abc import AbstractMessage
+
+from shared.messaging import delivery
+from shared.messaging.delivery import Delivery
+from shared.messaging.inbox import MemoryInbox
+from shared.messaging.metrics import RuntimeMetrics
+from shared.messaging.publisher import PublishNotConfirmed
+from shared.messaging.subscription import Subscription
+from shared.messaging.topology import EMAIL_RSVP_EVENTS
+from shared.schemas import Envelope
+from tests.support.runtime import email_sent_for, rsvp_created
+
+
+@dataclass
+class RefusingPublisher:
+    """Refuses the first ``refusals`` publishes, then confirms."""
+
+    refusals: int
+    published: list[tuple[str, str]] = field(default_factory=list)
+
+    async def publish_raw(self, message: AbstractMessage, exchange: str, routing_key: str) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise PublishNotConfirmed(f"{exchange}/{routing_key}: nack")
+        self.published.append((exchange, routing_key))
+
+
+@dataclass
+class FakeDelivery:
+    body: bytes
+    channel: Any = field(default_factory=lambda: SimpleNamespace(is_closed=False))
+    correlation_id: str | None = None
+    message_id: str | None = None
+    type: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    settled: list[str] = field(default_factory=list)
+
+    async def ack(self) -> None:
+        self.settled.append("ack")
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.settled.append(f"nack(requeue={requeue})")
+
+
+def _processor(publisher: RefusingPublisher, calls: list[Envelope[Any]]) -> Delivery:
+    async def handler(message: Envelope[Any]) -> list[Envelope[Any]]:
+        calls.append(message)
+        return [email_sent_for(message)]
+
+    return Delivery(
+        Subscription(EMAIL_RSVP_EVENTS, handler, None, "email/email.rsvp_events"),
+        inbox=MemoryInbox(),
+        publisher=publisher,  # type: ignore[arg-type]
+        metrics=RuntimeMetrics(),
+        runtime="email",
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "SETTLE_PAUSES_S", (0.0, 0.0, 0.0))
+
+
+async def test_a_refused_follow_up_is_published_again_and_the_handler_runs_once() -> None:
+    publisher, calls = RefusingPublisher(refusals=2), []
+    message = rsvp_created()
+    fake = FakeDelivery(message.model_dump_json().encode())
+
+    await _processor(publisher, calls).process(fake)  # type: ignore[arg-type]
+
+    assert len(calls) == 1  # the inbox recorded it: later tries only republish
+    assert len(publisher.published) == 1
+    assert fake.settled == ["ack"]
+
+
+async def test_still_refused_after_the_last_pause_it_goes_back_to_its_queue() -> None:
+    publisher, calls = RefusingPublisher(refusals=10), []
+    fake = FakeDelivery(rsvp_created().model_dump_json().encode())
+
+    await _processor(publisher, calls).process(fake)  # type: ignore[arg-type]
+
+    assert len(calls) == 1
+    assert publisher.published == []
+    assert fake.settled == ["nack(requeue=True)"]
+
+
+async def test_a_closed_channel_is_not_waited_on() -> None:
+    publisher, calls = RefusingPublisher(refusals=10), []
+    fake = FakeDelivery(rsvp_created().model_dump_json().encode())
+    fake.channel.is_closed = True
+
+    await _processor(publisher, calls).process(fake)  # type: ignore[arg-type]
+
+    assert publisher.refusals == 9  # one try, then back (the broker requeues it anyway)
+    assert fake.settled == ["nack(requeue=True)"]
