@@ -1,7 +1,7 @@
 """RSVP rules without I/O: the message each change publishes.
 
 How a change moves the event's counters is the trigger's job (migration 0002),
-specified against the database in tests/integration/test_rsvp_counters.py.
+specified against the database in tests/integration/api/test_rsvp_counters.py.
 """
 
 from __future__ import annotations

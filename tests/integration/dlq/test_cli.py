@@ -21,7 +21,7 @@ from tests.support.smtp import SmtpSink
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DLQ = EMAIL_RSVP_EVENTS.dead_letter_queue
 
 

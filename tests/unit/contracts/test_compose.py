@@ -25,7 +25,7 @@ import yaml
 
 from calendar_service.config import Settings as CalendarSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = ROOT / "compose.yaml"
 
 #: Every process of the system (design §7) and the compose services running it.
