@@ -1,8 +1,9 @@
-"""Announcements: an organizer's message to everyone going, one command per attendee and channel.
+"""Announcements fanned out: an organizer's message, one command per attendee and channel.
 
-Posting writes one row and returns (202); the scheduler fans it out in
-batches, each batch one transaction that queues its recipients, writes their
-commands to the outbox and moves the announcement's keyset cursor. An event
+Posting (``usecases.announcements``) writes one row and returns (202); the
+scheduler fans it out here in batches, each batch one transaction that queues
+its recipients, writes their commands to the outbox and moves the
+announcement's keyset cursor. An event
 with 50,000 attendees is a hundred short transactions, not one long one, and
 a scheduler that dies between batches resumes at the stored cursor (the
 commands' ids are derived from the announcement and the recipient, so even a
@@ -11,7 +12,6 @@ batch written twice would be refused by the outbox's unique message id).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -21,34 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from calendar_service.commands import attendee, commands_for, event_summary
 from calendar_service.db.uow import UnitOfWork
-from calendar_service.services import NotFound, NotYours
 from shared.schemas import Envelope, NotificationCommand
-
-
-async def post_announcement(
-    uow: UnitOfWork,
-    *,
-    event_id: uuid.UUID,
-    caller_id: uuid.UUID,
-    subject: str,
-    body: str,
-    channels: Sequence[str],
-    correlation_id: uuid.UUID,
-) -> RowMapping:
-    """Store the announcement; the scheduler (woken by a trigger at commit) fans it out."""
-    event = await uow.events.get(event_id)
-    if event is None:
-        raise NotFound("event")
-    if event["organizer_id"] != caller_id:
-        raise NotYours("only the organizer announces to an event's attendees")
-    return await uow.announcements.add(
-        event_id=event_id,
-        author_id=caller_id,
-        subject=subject,
-        body=body,
-        channels=channels,
-        correlation_id=correlation_id,
-    )
 
 
 def _commands(announcement: RowMapping, recipients: Sequence[RowMapping]) -> list[Envelope[Any]]:

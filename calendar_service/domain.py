@@ -1,4 +1,4 @@
-"""RSVP rules, free of I/O: the answers an RSVP can hold and the message each change publishes.
+"""RSVP rules, free of I/O: who asks, the answers an RSVP can hold, what a change publishes.
 
 A `going` RSVP takes 1 + guests seats. The event's counters follow from the
 RSVP rows themselves: a deferred trigger moves them at COMMIT (migration
@@ -7,6 +7,7 @@ RSVP rows themselves: a deferred trigger moves them at COMMIT (migration
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,28 +15,26 @@ RsvpStatus = Literal["going", "maybe", "declined"]
 StoredStatus = Literal["going", "maybe", "declined", "cancelled"]
 MessageType = Literal["rsvp.created", "rsvp.updated", "rsvp.cancelled"]
 
+#: The channels an RSVP's confirmation goes out on.
+CHANNELS = ("email", "push")
 
-class DomainError(Exception):
-    """A request that the rules refuse."""
-
-
-class EventFull(DomainError):
-    """The seats an answer asks for are no longer free; known only when it commits."""
-
-    def __init__(self) -> None:
-        super().__init__("event is full")
+#: How far a notification got. A consumer's report never replaces a better
+#: one (a late "failed" never hides a "sent"). "pending" (an RSVP's
+#: confirmation) and "queued" (an announcement's recipient) are the same
+#: state, waiting for the first report, under the names their tables use.
+NOTIFICATION_RANK = {"pending": 0, "queued": 0, "failed": 1, "skipped": 2, "sent": 3}
 
 
-class CapacityBelowSeatsTaken(DomainError):
-    """An organizer tried to shrink an event below the seats already taken."""
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: the token's user and role (an admin reads what organizers read)."""
 
-    def __init__(self) -> None:
-        super().__init__("capacity cannot be lower than the seats already taken")
+    user_id: uuid.UUID
+    role: str
 
-
-class NothingToCancel(DomainError):
-    def __init__(self) -> None:
-        super().__init__("you have no active RSVP for this event")
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
 @dataclass(frozen=True)

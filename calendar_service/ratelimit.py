@@ -1,9 +1,11 @@
 """Rate limits kept in Redis, shared by every API replica (moving windows, ``limits``).
 
 A limit is a string such as ``"3/hour"``; ``Limiter.hit`` counts one use of
-a key and says how long to wait when the window is full. If Redis is down
-the limiter refuses (fails closed): a limit that vanishes with its store
-would let exactly the bursts through that it exists to stop.
+a key and says how long to wait when the window is full. A ``Quota`` is one
+action's limit as a use case takes it: ``take(key)`` raises ``RateLimited``
+past it. If Redis is down the limiter refuses (fails closed, with
+``LimiterUnavailable``): a limit that vanishes with its store would let
+exactly the bursts through that it exists to stop.
 """
 
 from __future__ import annotations
@@ -13,16 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException, status
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
 
-
-class LimiterUnavailable(Exception):
-    """Redis could not be asked; the caller should answer 503."""
+from calendar_service.errors import LimiterUnavailable, RateLimited
 
 
 @dataclass(frozen=True)
@@ -65,25 +64,29 @@ class Limiter:
                 return None
             stats = await self._windows.get_window_stats(limit, *key)
         except StorageError as exc:
-            raise LimiterUnavailable(str(exc)) from exc
+            raise LimiterUnavailable() from exc
         return Refused(retry_after_s=max(1, math.ceil(stats.reset_time - time.time())))
 
 
-async def enforce(limiter: Limiter, limit: RateLimitItem, *key: str, what: str, shown: str) -> None:
-    """Count one use of ``key``; raise the HTTP answer when refused.
+@dataclass(frozen=True)
+class Quota:
+    """How often one action may be taken per key, across every API replica.
 
-    429 with Retry-After past the limit (``shown`` as configured, "3/hour"),
-    503 when Redis cannot be asked.
+    ``shown`` is the limit as configured ("3/hour") and ``what`` names the
+    action in the refusal ("confirmation resent too often (limit 3/hour)").
     """
-    try:
-        refused = await limiter.hit(limit, *key)
-    except LimiterUnavailable as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail="rate limiter unavailable, try again"
-        ) from exc
-    if refused is not None:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"{what} too often (limit {shown})",
-            headers={"Retry-After": str(refused.retry_after_s)},
-        )
+
+    limiter: Limiter
+    limit: RateLimitItem
+    name: str
+    what: str
+    shown: str
+
+    async def take(self, key: str) -> None:
+        """Count one use for ``key``; ``RateLimited`` (with Retry-After) past the limit."""
+        refused = await self.limiter.hit(self.limit, self.name, key)
+        if refused is not None:
+            raise RateLimited(
+                f"{self.what} too often (limit {self.shown})",
+                retry_after_s=refused.retry_after_s,
+            )

@@ -6,25 +6,22 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 from pydantic import AfterValidator, BaseModel, Field
 
-from calendar_service.announcements import post_announcement
 from calendar_service.api.deps import (
-    ContainerDep,
+    AnnouncementQuota,
     CurrentUser,
     UowDep,
     current_correlation_id,
-    require_account,
 )
 from calendar_service.api.fields import MultilineText, PlainText
-from calendar_service.ratelimit import enforce
-from calendar_service.services import NotFound
+from calendar_service.usecases.announcements import announcement_progress, post_announcement
 
 router = APIRouter(prefix="/events/{event_id}/announcements", tags=["announcements"])
 
 Channel = Literal["email", "push"]
-DeliveryState = Literal["queued", "sent", "failed", "skipped"]
+RecipientState = Literal["queued", "sent", "failed", "skipped"]
 
 
 def _distinct(channels: list[Channel]) -> list[Channel]:
@@ -54,7 +51,7 @@ class AnnouncementOut(AnnouncementAccepted):
     fanned_out: bool
     recipients: int
     #: per channel: recipients queued (no report yet), sent, failed, skipped
-    counts: dict[Channel, dict[DeliveryState, int]]
+    counts: dict[Channel, dict[RecipientState, int]]
 
 
 @router.post(
@@ -68,17 +65,16 @@ async def announce(
     body: AnnouncementIn,
     caller: CurrentUser,
     uow: UowDep,
-    container: ContainerDep,
+    quota: AnnouncementQuota,
 ) -> AnnouncementAccepted:
     """Message every attendee who is going; returns at once, the scheduler fans out.
 
     Limited per event (`ANNOUNCEMENT_LIMIT`, default 10 an hour): each post
     fans out to every attendee.
     """
-    await require_account(uow, caller)
-    # refuses a stranger (403) or an unknown event (404) before counting a use
     row = await post_announcement(
         uow,
+        quota,
         event_id=event_id,
         caller_id=caller.user_id,
         subject=body.subject,
@@ -86,16 +82,6 @@ async def announce(
         channels=body.channels,
         correlation_id=current_correlation_id() or uuid.uuid4(),
     )
-    # past the limit this raises, and the uncommitted announcement is rolled back
-    await enforce(
-        container.limiter,
-        container.announcement_limit,
-        "announce",
-        str(event_id),
-        what="announced",
-        shown=container.settings.announcement_limit,
-    )
-    await uow.commit()
     return AnnouncementAccepted.model_validate(dict(row))
 
 
@@ -104,13 +90,10 @@ async def progress(
     event_id: uuid.UUID, announcement_id: uuid.UUID, caller: CurrentUser, uow: UowDep
 ) -> AnnouncementOut:
     """How far an announcement has got, from the consumers' follow-ups (organizer only)."""
-    row = await uow.announcements.get(event_id, announcement_id)
-    if row is None:
-        raise NotFound("announcement")
-    if row["author_id"] != caller.user_id and not caller.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only the organizer sees this")
-    stored = await uow.announcements.counts(announcement_id)
-    counts: dict[Channel, dict[DeliveryState, int]] = {
+    row, stored = await announcement_progress(
+        uow, event_id=event_id, announcement_id=announcement_id, caller=caller
+    )
+    counts: dict[Channel, dict[RecipientState, int]] = {
         channel: {
             state: stored.get(channel, {}).get(state, 0)
             for state in ("queued", "sent", "failed", "skipped")

@@ -12,7 +12,8 @@ from pydantic import BaseModel, EmailStr, Field
 
 from calendar_service.api.deps import ContainerDep, UowDep
 from calendar_service.api.fields import PlainText, has_nul
-from calendar_service.security import hash_password, verify_password
+from calendar_service.security import verify_password
+from calendar_service.usecases.accounts import register as register_account
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -38,14 +39,13 @@ class Token(BaseModel):
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
 async def register(body: Registration, uow: UowDep, container: ContainerDep) -> UserOut:
-    email = body.email.lower()
-    role = "admin" if email in container.settings.admin_emails else "user"
-    user = await uow.users.add(
-        email=email, name=body.name, password_hash=await hash_password(body.password), role=role
+    user = await register_account(
+        uow,
+        email=body.email,
+        name=body.name,
+        password=body.password,
+        admin_emails=container.settings.admin_emails,
     )
-    if user is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="email is already registered")
-    await uow.commit()
     return UserOut.model_validate(dict(user))
 
 

@@ -1,18 +1,19 @@
-"""Request dependencies as `Annotated` aliases: the container, the caller, a unit of work."""
+"""Request dependencies as `Annotated` aliases: the caller, a unit of work, cache and quotas."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.engine import RowMapping
 
 from calendar_service.bootstrap import Container
+from calendar_service.cache import EventCache
 from calendar_service.db.uow import UnitOfWork
+from calendar_service.domain import Caller
+from calendar_service.ratelimit import Quota
 from calendar_service.security import InvalidToken
 from shared.logs import correlation_id
 
@@ -40,14 +41,39 @@ async def get_uow(container: ContainerDep) -> AsyncIterator[UnitOfWork]:
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 
 
-@dataclass(frozen=True)
-class Caller:
-    user_id: uuid.UUID
-    role: str
+async def get_cache(container: ContainerDep) -> EventCache:
+    return container.cache
 
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
+
+CacheDep = Annotated[EventCache, Depends(get_cache)]
+
+
+async def get_resend_quota(container: ContainerDep) -> Quota:
+    """`RESEND_LIMIT` per RSVP (default 3 an hour) across all replicas."""
+    return Quota(
+        container.limiter,
+        container.resend_limit,
+        name="resend",
+        what="confirmation resent",
+        shown=container.settings.resend_limit,
+    )
+
+
+ResendQuota = Annotated[Quota, Depends(get_resend_quota)]
+
+
+async def get_announcement_quota(container: ContainerDep) -> Quota:
+    """`ANNOUNCEMENT_LIMIT` per event (default 10 an hour): each post reaches every attendee."""
+    return Quota(
+        container.limiter,
+        container.announcement_limit,
+        name="announce",
+        what="announced",
+        shown=container.settings.announcement_limit,
+    )
+
+
+AnnouncementQuota = Annotated[Quota, Depends(get_announcement_quota)]
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -78,14 +104,6 @@ async def get_admin(caller: CurrentUser) -> Caller:
 
 
 AdminUser = Annotated[Caller, Depends(get_admin)]
-
-
-async def require_account(uow: UnitOfWork, caller: Caller) -> RowMapping:
-    """The caller's user row; a valid token whose account is gone is a 401."""
-    user = await uow.users.by_id(caller.user_id)
-    if user is None:
-        raise _unauthorized("the account of this token no longer exists")
-    return user
 
 
 def current_correlation_id() -> uuid.UUID | None:

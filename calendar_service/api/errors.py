@@ -1,4 +1,8 @@
-"""Domain and validation errors mapped to HTTP answers: always `{"detail": ...}`, never a 500."""
+"""Domain and validation errors mapped to HTTP answers: always `{"detail": ...}`, never a 500.
+
+``STATUS_OF`` is the one table from a use case's error to its status code;
+an error not in it falls back to the nearest class above it that is.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,42 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from calendar_service.domain import CapacityBelowSeatsTaken, EventFull, NothingToCancel
-from calendar_service.services import NotFound, NotYours
+from calendar_service.errors import (
+    AccountGone,
+    CalendarError,
+    Conflict,
+    LimiterUnavailable,
+    NotFound,
+    NotYours,
+    RateLimited,
+    Unprocessable,
+)
+
+STATUS_OF: dict[type[CalendarError], int] = {
+    AccountGone: status.HTTP_401_UNAUTHORIZED,
+    NotYours: status.HTTP_403_FORBIDDEN,
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    Unprocessable: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    RateLimited: status.HTTP_429_TOO_MANY_REQUESTS,
+    LimiterUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+
+def status_of(exc: CalendarError) -> int:
+    """The status of ``exc``'s class, or of the nearest base class in the table."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    raise LookupError(f"{type(exc).__name__} has no status in STATUS_OF")
+
+
+def headers_of(exc: CalendarError) -> dict[str, str] | None:
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, AccountGone):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
 
 
 def _json(status_code: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -24,22 +62,10 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
     return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, cleaned)
 
 
-async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    return _json(status.HTTP_404_NOT_FOUND, str(exc))
-
-
-async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
-    return _json(status.HTTP_403_FORBIDDEN, str(exc))
-
-
-async def _conflict(request: Request, exc: Exception) -> JSONResponse:
-    return _json(status.HTTP_409_CONFLICT, str(exc))
+async def _refused(request: Request, exc: CalendarError) -> JSONResponse:
+    return _json(status_of(exc), str(exc), headers_of(exc))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
-    app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(NotYours, _forbidden)
-    app.add_exception_handler(NothingToCancel, _not_found)
-    app.add_exception_handler(EventFull, _conflict)
-    app.add_exception_handler(CapacityBelowSeatsTaken, _conflict)
+    app.add_exception_handler(CalendarError, _refused)  # type: ignore[arg-type]

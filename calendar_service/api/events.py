@@ -6,14 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Self
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import RowMapping
 
-from calendar_service.api.deps import ContainerDep, CurrentUser, UowDep, require_account
+from calendar_service.api.deps import CacheDep, CurrentUser, UowDep
 from calendar_service.api.fields import PlainText, UtcDateTime
 from calendar_service.api.pagination import decode_cursor, encode_cursor
-from calendar_service.services import NotFound
+from calendar_service.errors import NotFound
+from calendar_service.usecases import events as event_usecases
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -95,32 +96,24 @@ def _detail(row: RowMapping) -> EventDetail:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EventDetail)
 async def create_event(body: EventIn, caller: CurrentUser, uow: UowDep) -> EventDetail:
-    await require_account(uow, caller)
-    row = await uow.events.add(organizer_id=caller.user_id, **body.model_dump())
-    await uow.commit()
+    row = await event_usecases.create_event(
+        uow, organizer_id=caller.user_id, fields=body.model_dump()
+    )
     return _detail(row)
 
 
 @router.patch("/{event_id}", response_model=EventDetail)
 async def change_event(
-    event_id: uuid.UUID, body: EventPatch, caller: CurrentUser, uow: UowDep, container: ContainerDep
+    event_id: uuid.UUID, body: EventPatch, caller: CurrentUser, uow: UowDep, cache: CacheDep
 ) -> EventDetail:
     """Change an event (organizer only). Moving its start moves its pending reminders."""
-    event = await uow.events.lock(event_id)
-    if event is None:
-        raise NotFound("event")
-    if event["organizer_id"] != caller.user_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only the organizer changes an event")
-    changes = body.model_dump(exclude_unset=True)
-    starts_at = changes.get("starts_at", event["starts_at"])
-    ends_at = changes.get("ends_at", event["ends_at"])
-    if ends_at is not None and ends_at < starts_at:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="ends_at must not be before starts_at"
-        )
-    row = await uow.events.change(event_id, **changes) if changes else event
-    await uow.commit()
-    await container.cache.invalidate(event_id)
+    row = await event_usecases.change_event(
+        uow,
+        cache,
+        event_id=event_id,
+        caller_id=caller.user_id,
+        changes=body.model_dump(exclude_unset=True),
+    )
     return _detail(row)
 
 
@@ -138,13 +131,13 @@ async def list_events(
 
 
 @router.get("/{event_id}", response_model=EventDetail)
-async def get_event(event_id: uuid.UUID, uow: UowDep, container: ContainerDep) -> Response:
-    cached = await container.cache.get(event_id)
+async def get_event(event_id: uuid.UUID, uow: UowDep, cache: CacheDep) -> Response:
+    cached = await cache.get(event_id)
     if cached is not None:
         return Response(cached, media_type="application/json", headers={"x-cache": "hit"})
     row = await uow.events.get(event_id)
     if row is None:
         raise NotFound("event")
     body = _detail(row).model_dump_json().encode()
-    await container.cache.put(event_id, body)
+    await cache.put(event_id, body)
     return Response(body, media_type="application/json", headers={"x-cache": "miss"})

@@ -17,11 +17,13 @@ from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi import APIRouter, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, Field
 
-from calendar_service.api.deps import ContainerDep, CurrentUser, UowDep, require_account
+from calendar_service.api.deps import ContainerDep, CurrentUser, UowDep
+from calendar_service.usecases.subscriptions import subscribe as store_subscription
+from calendar_service.usecases.subscriptions import unsubscribe as remove_subscription
 
 router = APIRouter(prefix="/users/me/push-subscriptions", tags=["push"])
 
@@ -121,14 +123,13 @@ async def subscribe(
 ) -> SubscriptionOut:
     """Store a subscription: 201 when new, 200 when the endpoint was known already."""
     check_endpoint_scheme(body.endpoint, allow_loopback_http=container.settings.app_env != "prod")
-    await require_account(uow, caller)
-    row, created = await uow.subscriptions.upsert(
-        user_id=caller.user_id,
+    row, created = await store_subscription(
+        uow,
+        caller_id=caller.user_id,
         endpoint=body.endpoint,
         p256dh=body.keys.p256dh,
         auth=body.keys.auth,
     )
-    await uow.commit()
     if not created:
         response.status_code = status.HTTP_200_OK
     return SubscriptionOut.model_validate(dict(row))
@@ -146,7 +147,5 @@ async def unsubscribe(
     subscription_id: Annotated[uuid.UUID, Path()], caller: CurrentUser, uow: UowDep
 ) -> Response:
     """Remove one of the caller's subscriptions; someone else's is a 404, as a missing one."""
-    if not await uow.subscriptions.remove(subscription_id, user_id=caller.user_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="push subscription not found")
-    await uow.commit()
+    await remove_subscription(uow, caller_id=caller.user_id, subscription_id=subscription_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

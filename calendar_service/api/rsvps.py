@@ -1,4 +1,4 @@
-"""RSVPs: answer (idempotent), list an event's, cancel one's own, read with delivery status."""
+"""RSVPs: answer (idempotent), list an event's, cancel one's own, read with notification status."""
 
 from __future__ import annotations
 
@@ -7,31 +7,32 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import RowMapping
 
 from calendar_service.api.deps import (
-    ContainerDep,
+    CacheDep,
     CurrentUser,
+    ResendQuota,
     UowDep,
     current_correlation_id,
-    require_account,
 )
 from calendar_service.api.pagination import decode_cursor, encode_cursor
 from calendar_service.domain import Answer
-from calendar_service.ratelimit import enforce
-from calendar_service.services import (
-    CHANNELS,
-    NotFound,
+from calendar_service.usecases.confirmations import resend_confirmation
+from calendar_service.usecases.rsvps import (
+    Answered,
+    IdempotencyKey,
+    Reply,
     answer_rsvp,
     cancel_rsvp,
-    resend_confirmation,
+    rsvp_with_notifications,
+    rsvps_of_event,
 )
 
 router = APIRouter(tags=["rsvps"])
 
-DeliveryState = Literal["pending", "sent", "failed", "skipped"]
+NotificationState = Literal["pending", "sent", "failed", "skipped"]
 
 
 class RsvpIn(BaseModel):
@@ -48,7 +49,7 @@ class RsvpOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
-    notifications: dict[str, DeliveryState] | None = None
+    notifications: dict[str, NotificationState] | None = None
 
 
 class RsvpListItem(RsvpOut):
@@ -60,8 +61,13 @@ class RsvpPage(BaseModel):
     next_cursor: str | None
 
 
-def _out(row: RowMapping, notifications: dict[str, str] | None = None) -> RsvpOut:
-    return RsvpOut.model_validate({**row, "notifications": notifications})
+def _out(answered: Answered) -> RsvpOut:
+    return RsvpOut.model_validate({**answered.rsvp, "notifications": answered.notifications})
+
+
+def _reply(answered: Answered) -> Reply:
+    status_code = status.HTTP_201_CREATED if answered.created else status.HTTP_200_OK
+    return Reply(status_code, _out(answered).model_dump_json().encode())
 
 
 def _fingerprint(event_id: uuid.UUID, body: RsvpIn) -> str:
@@ -79,7 +85,7 @@ async def answer(
     body: RsvpIn,
     caller: CurrentUser,
     uow: UowDep,
-    container: ContainerDep,
+    cache: CacheDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Create or change the caller's RSVP: 201 for a new answer, 200 for a change.
@@ -87,41 +93,25 @@ async def answer(
     With an `Idempotency-Key`, a repeated request gets the first response again
     and writes nothing; the same key with a different body is a 422.
     """
-    user = await require_account(uow, caller)
+    idempotency = None
     if idempotency_key is not None:
-        fingerprint = _fingerprint(event_id, body)
-        earlier = await uow.idempotency.claim(caller.user_id, idempotency_key, fingerprint)
-        if earlier is not None:
-            if earlier["request_fingerprint"] != fingerprint:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    detail="Idempotency-Key was already used with a different request",
-                )
-            return Response(
-                earlier["response_body"],
-                status_code=earlier["status_code"],
-                media_type="application/json",
-                headers={"idempotent-replayed": "true"},
-            )
-
-    result = await answer_rsvp(
+        idempotency = IdempotencyKey(idempotency_key, _fingerprint(event_id, body))
+    reply = await answer_rsvp(
         uow,
+        cache,
         event_id=event_id,
-        user=user,
+        caller_id=caller.user_id,
         answer=Answer(body.status, body.guests),
+        render=_reply,
+        idempotency=idempotency,
         correlation_id=current_correlation_id(),
     )
-    notifications = dict.fromkeys(CHANNELS, "pending") if result.changed else None
-    if notifications is None:
-        notifications = await uow.deliveries.for_rsvp(result.rsvp["id"])
-    payload = _out(result.rsvp, notifications).model_dump_json().encode()
-    status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-    if idempotency_key is not None:
-        await uow.idempotency.store_response(caller.user_id, idempotency_key, status_code, payload)
-    await uow.commit()
-    if result.changed:
-        await container.cache.invalidate(event_id)
-    return Response(payload, status_code=status_code, media_type="application/json")
+    return Response(
+        reply.body,
+        status_code=reply.status_code,
+        media_type="application/json",
+        headers={"idempotent-replayed": "true"} if reply.replayed else None,
+    )
 
 
 @router.get("/events/{event_id}/rsvps", response_model=RsvpPage)
@@ -136,13 +126,13 @@ async def list_rsvps(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RsvpPage:
     """The organizer's (or an admin's) view of who answered."""
-    event = await uow.events.get(event_id)
-    if event is None:
-        raise NotFound("event")
-    if event["organizer_id"] != caller.user_id and not caller.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only the organizer sees RSVPs")
-    rows = await uow.rsvps.page(
-        event_id, limit=limit + 1, status=status_filter, after=decode_cursor(cursor)
+    rows = await rsvps_of_event(
+        uow,
+        event_id=event_id,
+        caller=caller,
+        status=status_filter,
+        limit=limit + 1,
+        after=decode_cursor(cursor),
     )
     items = [RsvpListItem.model_validate(dict(r)) for r in rows[:limit]]
     more = len(rows) > limit
@@ -151,29 +141,22 @@ async def list_rsvps(
 
 
 @router.delete("/events/{event_id}/rsvps/me", response_model=RsvpOut)
-async def cancel(
-    event_id: uuid.UUID, caller: CurrentUser, uow: UowDep, container: ContainerDep
-) -> RsvpOut:
+async def cancel(event_id: uuid.UUID, caller: CurrentUser, uow: UowDep, cache: CacheDep) -> RsvpOut:
     """Withdraw the caller's RSVP; publishes `rsvp.cancelled`."""
-    user = await require_account(uow, caller)
-    row = await cancel_rsvp(
-        uow, event_id=event_id, user=user, correlation_id=current_correlation_id()
+    cancelled = await cancel_rsvp(
+        uow,
+        cache,
+        event_id=event_id,
+        caller_id=caller.user_id,
+        correlation_id=current_correlation_id(),
     )
-    await uow.commit()
-    await container.cache.invalidate(event_id)
-    return _out(row, dict.fromkeys(CHANNELS, "pending"))
+    return _out(cancelled)
 
 
 @router.get("/rsvps/{rsvp_id}", response_model=RsvpOut)
 async def get_rsvp(rsvp_id: uuid.UUID, caller: CurrentUser, uow: UowDep) -> RsvpOut:
     """An RSVP with its notification status, for its owner or the event's organizer."""
-    row = await uow.rsvps.get(rsvp_id)
-    if row is None:
-        raise NotFound("RSVP")
-    if caller.user_id not in (row["user_id"], row["organizer_id"]) and not caller.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your RSVP")
-    notifications = await uow.deliveries.for_rsvp(rsvp_id)
-    return _out(row, {c: notifications.get(c, "pending") for c in CHANNELS})
+    return _out(await rsvp_with_notifications(uow, rsvp_id=rsvp_id, caller=caller))
 
 
 class CommandAccepted(BaseModel):
@@ -189,28 +172,17 @@ class CommandAccepted(BaseModel):
     responses={429: {"description": "resent too often; see Retry-After"}},
 )
 async def resend(
-    rsvp_id: uuid.UUID, caller: CurrentUser, uow: UowDep, container: ContainerDep
+    rsvp_id: uuid.UUID, caller: CurrentUser, uow: UowDep, quota: ResendQuota
 ) -> CommandAccepted:
     """Send the caller their confirmation again; the email status goes back to pending.
 
     Limited per RSVP (`RESEND_LIMIT`, default 3 an hour) across all replicas.
     """
-    user = await require_account(uow, caller)
-    row = await uow.rsvps.get(rsvp_id)
-    if row is None:
-        raise NotFound("RSVP")
-    if row["user_id"] != caller.user_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your RSVP")
-    await enforce(
-        container.limiter,
-        container.resend_limit,
-        "resend",
-        str(rsvp_id),
-        what="confirmation resent",
-        shown=container.settings.resend_limit,
-    )
     command = await resend_confirmation(
-        uow, rsvp=row, user=user, correlation_id=current_correlation_id()
+        uow,
+        quota,
+        rsvp_id=rsvp_id,
+        caller_id=caller.user_id,
+        correlation_id=current_correlation_id(),
     )
-    await uow.commit()
     return CommandAccepted(command_id=command.message_id, rsvp_id=rsvp_id, channel="email")

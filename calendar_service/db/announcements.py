@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import (
     and_,
-    case,
     func,
     literal_column,
     select,
@@ -20,13 +19,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 
 from calendar_service.db.models import Announcement, AnnouncementDelivery, table_of
-from calendar_service.db.repositories import Repository, events, rsvps, users
+from calendar_service.db.repositories import Repository, events, rsvps, stored_rank, users
+from calendar_service.domain import NOTIFICATION_RANK
 
 announcements = table_of(Announcement)
 announcement_deliveries = table_of(AnnouncementDelivery)
-
-#: Stored status may only move up: a late "queued" never hides a "sent".
-DELIVERY_RANK = {"queued": 0, "failed": 1, "skipped": 2, "sent": 3}
 
 
 class Announcements(Repository):
@@ -157,10 +154,6 @@ class Announcements(Repository):
         self, announcement_id: uuid.UUID, user_id: uuid.UUID, channel: str, status: str
     ) -> bool:
         """Apply a consumer's report unless a better one is stored; False if ignored."""
-        stored_rank = case(
-            *((announcement_deliveries.c.status == s, r) for s, r in DELIVERY_RANK.items()),
-            else_=0,
-        )
         statement: Any = (
             update(announcement_deliveries)
             .where(
@@ -168,7 +161,7 @@ class Announcements(Repository):
                     announcement_deliveries.c.announcement_id == announcement_id,
                     announcement_deliveries.c.user_id == user_id,
                     announcement_deliveries.c.channel == channel,
-                    stored_rank <= DELIVERY_RANK[status],
+                    stored_rank(announcement_deliveries.c.status) <= NOTIFICATION_RANK[status],
                 )
             )
             .values(status=status, updated_at=func.now())

@@ -136,7 +136,7 @@ class Rsvp(Base):
     )
 
 
-class DeliveryStatus(Base):
+class NotificationStatus(Base):
     """What the consumers reported for an RSVP's notification on each channel."""
 
     __tablename__ = "delivery_status"

@@ -1,4 +1,8 @@
-"""Repositories: the only place that writes SQL for the calendar's tables."""
+"""Repositories of users, events, RSVPs, their notification status and idempotency keys.
+
+The other tables have their own modules beside this one (announcements,
+reminders, subscriptions) and the outbox its own (``calendar_service.outbox``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -15,19 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from calendar_service.db.models import (
     EVENT_WITHIN_CAPACITY,
-    DeliveryStatus,
     Event,
     IdempotencyKey,
+    NotificationStatus,
     Rsvp,
     User,
     table_of,
 )
-from calendar_service.domain import Answer, CapacityBelowSeatsTaken
+from calendar_service.domain import NOTIFICATION_RANK, Answer
+from calendar_service.errors import CapacityBelowSeatsTaken
 
 users = table_of(User)
 events = table_of(Event)
 rsvps = table_of(Rsvp)
-deliveries = table_of(DeliveryStatus)
+notification_status = table_of(NotificationStatus)
 idempotency = table_of(IdempotencyKey)
 
 
@@ -35,6 +40,11 @@ def violated_constraint(exc: IntegrityError) -> str | None:
     """The name of the constraint PostgreSQL refused, as asyncpg reports it."""
     name: str | None = getattr(exc.driver_exception, "constraint_name", None)
     return name
+
+
+def stored_rank(status: ColumnElement[str]) -> ColumnElement[int]:
+    """``NOTIFICATION_RANK`` of a stored status, in SQL, so a report can compare with it."""
+    return case(*((status == name, rank) for name, rank in NOTIFICATION_RANK.items()), else_=0)
 
 
 class Repository:
@@ -198,13 +208,15 @@ class Rsvps(Repository):
         return await self._all(statement)
 
 
-#: A report never replaces a better one for the same RSVP version.
-STATUS_RANK = {"pending": 0, "failed": 1, "skipped": 2, "sent": 3}
+class NotificationStatuses(Repository):
+    """Per RSVP and channel: how far its confirmation got (table ``delivery_status``).
 
+    A change to the RSVP sets its channels back to pending at the new version;
+    the consumers' reports then move them on, never back (``record``).
+    """
 
-class Deliveries(Repository):
     async def mark_pending(self, rsvp_id: uuid.UUID, version: int, channels: Sequence[str]) -> None:
-        statement = insert(deliveries).values(
+        statement = insert(notification_status).values(
             [
                 {"rsvp_id": rsvp_id, "channel": c, "status": "pending", "rsvp_version": version}
                 for c in channels
@@ -218,7 +230,7 @@ class Deliveries(Repository):
                 "detail": None,
                 "updated_at": func.now(),
             },
-            where=deliveries.c.rsvp_version <= version,
+            where=notification_status.c.rsvp_version <= version,
         )
         await self.connection.execute(statement)
 
@@ -232,12 +244,9 @@ class Deliveries(Repository):
         detail: str | None,
     ) -> bool:
         """Apply a consumer's report unless it is older or worse than what is stored."""
-        rank = STATUS_RANK[status]
-        stored_rank = case(
-            *((deliveries.c.status == name, r) for name, r in STATUS_RANK.items()), else_=0
-        )
+        rank = NOTIFICATION_RANK[status]
         statement = (
-            insert(deliveries)
+            insert(notification_status)
             .values(
                 rsvp_id=rsvp_id,
                 channel=channel,
@@ -254,17 +263,22 @@ class Deliveries(Repository):
                     "updated_at": func.now(),
                 },
                 where=or_(
-                    deliveries.c.rsvp_version < rsvp_version,
-                    and_(deliveries.c.rsvp_version == rsvp_version, stored_rank <= rank),
+                    notification_status.c.rsvp_version < rsvp_version,
+                    and_(
+                        notification_status.c.rsvp_version == rsvp_version,
+                        stored_rank(notification_status.c.status) <= rank,
+                    ),
                 ),
             )
-            .returning(deliveries.c.status)
+            .returning(notification_status.c.status)
         )
         return await self._one(statement) is not None
 
     async def for_rsvp(self, rsvp_id: uuid.UUID) -> dict[str, str]:
         rows = await self._all(
-            select(deliveries.c.channel, deliveries.c.status).where(deliveries.c.rsvp_id == rsvp_id)
+            select(notification_status.c.channel, notification_status.c.status).where(
+                notification_status.c.rsvp_id == rsvp_id
+            )
         )
         return {row["channel"]: row["status"] for row in rows}
 

@@ -18,15 +18,15 @@ from calendar_service.db.announcements import Announcements
 from calendar_service.db.models import EVENT_WITHIN_CAPACITY
 from calendar_service.db.reminders import Reminders
 from calendar_service.db.repositories import (
-    Deliveries,
     Events,
     IdempotencyKeys,
+    NotificationStatuses,
     Rsvps,
     Users,
     violated_constraint,
 )
 from calendar_service.db.subscriptions import Subscriptions
-from calendar_service.domain import EventFull
+from calendar_service.errors import EventFull
 from calendar_service.outbox import Outbox
 
 
@@ -34,7 +34,7 @@ class UnitOfWork:
     users: Users
     events: Events
     rsvps: Rsvps
-    deliveries: Deliveries
+    notifications: NotificationStatuses
     idempotency: IdempotencyKeys
     subscriptions: Subscriptions
     outbox: Outbox
@@ -53,13 +53,18 @@ class UnitOfWork:
         self.users = Users(connection)
         self.events = Events(connection)
         self.rsvps = Rsvps(connection)
-        self.deliveries = Deliveries(connection)
+        self.notifications = NotificationStatuses(connection)
         self.idempotency = IdempotencyKeys(connection)
         self.subscriptions = Subscriptions(connection)
         self.outbox = Outbox(connection)
         self.reminders = Reminders(connection)
         self.announcements = Announcements(connection)
         return self
+
+    @property
+    def deliveries(self) -> NotificationStatuses:
+        """The old name of ``notifications``, kept until ``followups.py`` uses the new one."""
+        return self.notifications
 
     async def commit(self) -> None:
         """Commit, or raise ``EventFull`` if the RSVP counters overbook the event.

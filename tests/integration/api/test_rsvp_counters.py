@@ -22,7 +22,7 @@ from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
 from calendar_service.db.uow import UnitOfWork
 from calendar_service.domain import Answer
-from calendar_service.services import answer_rsvp
+from calendar_service.usecases.rsvps import stage_answer
 from tests.support.api import create_event, post_rsvp, register, register_with_issued_token
 
 pytestmark = pytest.mark.integration
@@ -164,7 +164,7 @@ async def test_an_rsvp_answered_through_the_service_locks_no_event_row_until_it_
         async with UnitOfWork(engine) as uow:
             user = await uow.users.by_id(uuid.UUID(crowd[0]["id"]))
             assert user is not None
-            await answer_rsvp(
+            await stage_answer(
                 uow, event_id=uuid.UUID(event["id"]), user=user, answer=Answer("going", 2)
             )
 

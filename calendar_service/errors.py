@@ -1,0 +1,100 @@
+"""What the calendar's use cases refuse, as exceptions; the API maps each to one status.
+
+The use cases know nothing of HTTP: they raise these, and ``api/errors.py``
+answers with the status in its one table (and a test checks that every class
+below has a row there)::
+
+    CalendarError
+    ├── AccountGone                  401  a valid token whose account was deleted
+    ├── NotYours                     403  someone else's event, RSVP or announcement
+    ├── NotFound(what)               404  an event, RSVP, announcement, subscription
+    │   └── NothingToCancel          404  no active RSVP to withdraw
+    ├── Conflict                     409
+    │   ├── EventFull                     the seats asked for are taken (at COMMIT)
+    │   ├── CapacityBelowSeatsTaken       an event shrunk below its seats taken
+    │   └── EmailTaken                    registering an address twice
+    ├── Unprocessable                422
+    │   ├── IdempotencyKeyReused          the same key with a different request
+    │   └── EndsBeforeStart               an event changed to end before it starts
+    ├── RateLimited(retry_after_s)   429  with Retry-After
+    └── LimiterUnavailable           503  Redis could not be asked (limits fail closed)
+
+The message of each error is the ``detail`` the client reads.
+"""
+
+from __future__ import annotations
+
+
+class CalendarError(Exception):
+    """A request that the calendar's rules refuse; its message is shown to the client."""
+
+
+class AccountGone(CalendarError):
+    def __init__(self) -> None:
+        super().__init__("the account of this token no longer exists")
+
+
+class NotYours(CalendarError):
+    """The caller may not do this to someone else's event or RSVP."""
+
+
+class NotFound(CalendarError):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+
+
+class NothingToCancel(NotFound):
+    def __init__(self) -> None:
+        CalendarError.__init__(self, "you have no active RSVP for this event")
+
+
+class Conflict(CalendarError):
+    """The request contradicts what is stored."""
+
+
+class EventFull(Conflict):
+    """The seats an answer asks for are no longer free; known only when it commits."""
+
+    def __init__(self) -> None:
+        super().__init__("event is full")
+
+
+class CapacityBelowSeatsTaken(Conflict):
+    """An organizer tried to shrink an event below the seats already taken."""
+
+    def __init__(self) -> None:
+        super().__init__("capacity cannot be lower than the seats already taken")
+
+
+class EmailTaken(Conflict):
+    def __init__(self) -> None:
+        super().__init__("email is already registered")
+
+
+class Unprocessable(CalendarError):
+    """Well-formed input that the rules refuse."""
+
+
+class IdempotencyKeyReused(Unprocessable):
+    def __init__(self) -> None:
+        super().__init__("Idempotency-Key was already used with a different request")
+
+
+class EndsBeforeStart(Unprocessable):
+    def __init__(self) -> None:
+        super().__init__("ends_at must not be before starts_at")
+
+
+class RateLimited(CalendarError):
+    """Used too often; ``retry_after_s`` says when the window has room again."""
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class LimiterUnavailable(CalendarError):
+    """Redis could not be asked; a limit that vanished with its store would let bursts through."""
+
+    def __init__(self) -> None:
+        super().__init__("rate limiter unavailable, try again")

@@ -1,0 +1,35 @@
+"""Accounts: registering, and the caller's own row that most writes start from."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+
+from sqlalchemy.engine import RowMapping
+
+from calendar_service.db.uow import UnitOfWork
+from calendar_service.errors import AccountGone, EmailTaken
+from calendar_service.security import hash_password
+
+
+async def account_of(uow: UnitOfWork, user_id: uuid.UUID) -> RowMapping:
+    """The caller's user row; a valid token whose account is gone is refused."""
+    user = await uow.users.by_id(user_id)
+    if user is None:
+        raise AccountGone()
+    return user
+
+
+async def register(
+    uow: UnitOfWork, *, email: str, name: str, password: str, admin_emails: Collection[str]
+) -> RowMapping:
+    """A new user; an address listed in ``admin_emails`` gets the admin role (dev and test)."""
+    email = email.lower()
+    role = "admin" if email in admin_emails else "user"
+    user = await uow.users.add(
+        email=email, name=name, password_hash=await hash_password(password), role=role
+    )
+    if user is None:
+        raise EmailTaken()
+    await uow.commit()
+    return user
