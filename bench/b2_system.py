@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.announcement import Sink, create_event, seed_users, spawn, stop, until_ready
+from bench.announcement import Sink, create_event, running_mail_sink, seed_users, until_ready
 from calendar_service.config import DEV_JWT_SECRET
 from calendar_service.security import TokenIssuer
 from devtools import run
@@ -78,15 +78,8 @@ async def running_system(
     database_url: str, broker: BrokerEnv, workdir: Path
 ) -> AsyncIterator[System]:
     async with AsyncExitStack() as stack:
-        smtp_port, push_port, api_port = free_port(), free_port(), free_port()
-        metrics_base = free_port_block(8)
-        sink_process = await spawn("bench.timed_sink", {}, str(smtp_port))
-        stack.push_async_callback(stop, sink_process)
-        assert sink_process.stdout is not None
-        assert (await sink_process.stdout.readline()).strip() == b"ready"
-        mail = Sink(sink_process, smtp_port)
-        reader = asyncio.create_task(mail.read())
-        stack.callback(reader.cancel)
+        mail = await stack.enter_async_context(running_mail_sink())
+        push_port, api_port, metrics_base = free_port(), free_port(), free_port_block(8)
 
         arrivals = workdir / "push_arrivals.jsonl"
         env = {
@@ -99,7 +92,7 @@ async def running_system(
             "PUSH__AMQP_URL": broker.amqp_url("push"),
             "PORT": str(api_port),
             "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(smtp_port),
+            "SMTP_PORT": str(mail.port),
             "PUSH_SINK_PORT": str(push_port),
             "PUSH_SINK_ARRIVALS": str(arrivals),
         }
