@@ -73,11 +73,29 @@ definitions: venv ## regenerate broker/definitions.json from the topology module
 	$(PY) -m shared.messaging.definitions
 
 BENCH_ARGS ?= --messages 10000 --runs 3
-bench: services ## run the benchmarks in bench/ (B3, B6, announcement); results in bench/results/
-	$(PY) -m bench.email_consumer_throughput $(BENCH_ARGS)
-	$(PY) -m bench.dlq_replay
-	$(PY) -m bench.announcement
+B1_ARGS ?=
+B2_ARGS ?=
+BENCHMARKS := B1 B2 B3 B6 announcement
+ONLY ?= $(BENCHMARKS)
+.PHONY: $(addprefix bench-,$(BENCHMARKS))
+bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of B1 B2 B3 B6 announcement); results in bench/results/
 	$(PY) -m bench.summary
+
+bench-B1: services
+	@$(PY) -m devtools.env wrk
+	$(PY) -m bench.b1_rsvp_post $(B1_ARGS)
+
+bench-B2: services
+	$(PY) -m bench.b2_end_to_end $(B2_ARGS)
+
+bench-B3: services
+	$(PY) -m bench.email_consumer_throughput $(BENCH_ARGS)
+
+bench-B6: services
+	$(PY) -m bench.dlq_replay
+
+bench-announcement: services
+	$(PY) -m bench.announcement
 
 up: ## run the whole system with docker compose
 	@command -v docker >/dev/null || { echo "docker is not installed: use 'make run' instead"; exit 1; }

@@ -110,18 +110,29 @@ async def until_ready(url: str, within_s: float = 30.0) -> None:
 
 
 @asynccontextmanager
+async def running_mail_sink() -> AsyncIterator[Sink]:
+    """``bench.timed_sink`` on a free port, in a process of its own, its lines read as they come."""
+    port = free_port()
+    process = await spawn("bench.timed_sink", {}, str(port))
+    try:
+        assert process.stdout is not None
+        assert (await process.stdout.readline()).strip() == b"ready"
+        sink = Sink(process, port)
+        reader = asyncio.create_task(sink.read())
+        try:
+            yield sink
+        finally:
+            reader.cancel()
+    finally:
+        await stop(process)
+
+
+@asynccontextmanager
 async def system(database_url: str, broker: BrokerEnv) -> AsyncIterator[tuple[str, Sink]]:
     """Sink, API, relay, scheduler, follow-ups and email consumer; yields the API URL."""
     async with AsyncExitStack() as stack:
-        sink_port, api_port = free_port(), free_port()
-        sink_process = await spawn("bench.timed_sink", {}, str(sink_port))
-        stack.push_async_callback(stop, sink_process)
-        assert sink_process.stdout is not None
-        assert (await sink_process.stdout.readline()).strip() == b"ready"
-        sink = Sink(sink_process, sink_port)
-        reader = asyncio.create_task(sink.read())
-        stack.callback(reader.cancel)
-
+        sink = await stack.enter_async_context(running_mail_sink())
+        sink_port, api_port = sink.port, free_port()
         common = {"DATABASE_URL": database_url, "SMTP_HOST": "127.0.0.1"}
         processes = [
             ("calendar_service", "calendar", {"PORT": str(api_port)}, "/readyz", api_port),

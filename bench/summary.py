@@ -17,7 +17,9 @@ HEADER = """# Benchmark results
 Written by `make bench` from the JSON files beside this one (figures, machine,
 commit). Every figure is the median of the runs shown, measured with its
 baseline in the same run on the same machine; see `bench.md` in the design
-notes for the method and the targets.
+notes for the method and the targets. B2 (end to end, with B4 relay lag and
+B7 memory) also draws `b2_throughput.png` and `b2_latency_cdf.png` here (not
+committed); its CPU rows are per RSVP, per process, read from /proc.
 
 | benchmark | what | figure | baseline (same run) | ratio | target | date | commit | runs |
 |---|---|---|---|---|---|---|---|---|

@@ -5,6 +5,7 @@
     python -m devtools.env database   # create the database if missing
     python -m devtools.env migrate    # create it if missing, then apply migrations
     python -m devtools.env browser    # Debian's chromium for the admin page's browser test
+    python -m devtools.env wrk        # Debian's wrk for benchmark B1
 
 Each missing service is reported on one line saying how to start it; the
 RabbitMQ plugins are enabled here when the broker runs on this machine.
@@ -197,6 +198,25 @@ async def migrate(settings: EnvSettings) -> int:
 
 
 CHROMIUM = "/usr/bin/chromium"
+WRK = "wrk"
+
+
+async def apt_install(package: str, program: str, why: str) -> int:
+    """Debian's ``package`` unless ``program`` is on PATH: apt-get when root, else say how."""
+    if shutil.which(program):
+        return 0
+    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {package} (apt-get) for {why}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        # fixed argv: refresh the package lists once, then install
+        await asyncio.to_thread(subprocess.run, ["apt-get", "update", "-qq"], check=False, env=env)
+        done = await asyncio.to_thread(subprocess.run, install, check=False, env=env)
+        if done.returncode == 0 and shutil.which(program):
+            print(f"✓ {package} installed")
+            return 0
+    print(f"✗ {program} missing. Install it: sudo {' '.join(install)}", file=sys.stderr)
+    return 1
 
 
 async def ensure_browser(settings: EnvSettings) -> int:
@@ -205,22 +225,12 @@ async def ensure_browser(settings: EnvSettings) -> int:
     Installed with apt-get when we are root; otherwise the one command to run
     is printed. Playwright never downloads a browser of its own here.
     """
-    if shutil.which(CHROMIUM):
-        return 0
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("installing chromium (apt-get) for the admin page test")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        # fixed argv: refresh the package lists once, then install
-        await asyncio.to_thread(subprocess.run, ["apt-get", "update", "-qq"], check=False, env=env)
-        done = await asyncio.to_thread(subprocess.run, install, check=False, env=env)
-        if done.returncode == 0 and shutil.which(CHROMIUM):
-            print("✓ chromium installed")
-            return 0
-    print(
-        f"✗ chromium missing at {CHROMIUM}. Install it: sudo {' '.join(install)}", file=sys.stderr
-    )
-    return 1
+    return await apt_install("chromium", CHROMIUM, "the admin page test")
+
+
+async def ensure_wrk(settings: EnvSettings) -> int:
+    """Debian's wrk, the closed-loop HTTP load generator of benchmark B1 (`make bench`)."""
+    return await apt_install("wrk", WRK, "benchmark B1")
 
 
 COMMANDS = {
@@ -229,6 +239,7 @@ COMMANDS = {
     "database": ensure_database,
     "migrate": migrate,
     "browser": ensure_browser,
+    "wrk": ensure_wrk,
 }
 
 

@@ -13,7 +13,10 @@ most 24 hours ahead, a ``sub`` contact), ``TTL`` must be there, and the
     GET  /pushes                 what arrived, decrypted (?subscription=id to filter)
 
 `make run` starts it (port ``PUSH_SINK_PORT``, default 8090) and logs each
-push; the tests run the same :class:`PushSink` in-process
+push; with ``PUSH_SINK_ARRIVALS`` set to a file, it also appends one JSON line
+per delivered push there (``{"at": unix time, "subscription_id": ...}``), which
+is how the end-to-end benchmark (``bench.b2_end_to_end``) times pushes; the
+tests run the same :class:`PushSink` in-process
 (``tests/support/push_service.py``) and script failures with
 :meth:`PushSink.answer_next`.
 """
@@ -28,8 +31,9 @@ import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import http_ece
 import jwt
@@ -115,6 +119,8 @@ class PushSink:
     received: list[ReceivedPush] = field(default_factory=list)
     #: every push that reached an endpoint: (subscription id, status answered, monotonic time)
     attempts: list[tuple[str, int, float]] = field(default_factory=list)
+    #: called with each delivered push (the benchmark records arrival times through it)
+    on_arrival: Callable[[ReceivedPush], None] | None = None
     _answers: dict[str, deque[tuple[int, dict[str, str]]]] = field(default_factory=dict)
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -163,6 +169,8 @@ class PushSink:
         async with self._arrived:
             self.received.append(push)
             self._arrived.notify_all()
+        if self.on_arrival is not None:
+            self.on_arrival(push)
         log.info("push to %s: %s", sub_id, push.payload.decode(errors="replace"))
         return Response(status_code=201, headers={"Location": f"{self.origin}/messages/{sub_id}"})
 
@@ -260,10 +268,26 @@ def server(sink: PushSink, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
+def arrival_recorder(stream: IO[str]) -> Callable[[ReceivedPush], None]:
+    """Append ``{"at", "subscription_id"}`` per push to ``stream``, one JSON line each."""
+
+    def record(push: ReceivedPush) -> None:
+        stream.write(
+            orjson.dumps({"at": time.time(), "subscription_id": push.subscription_id}).decode()
+            + "\n"
+        )
+        stream.flush()
+
+    return record
+
+
 def main() -> None:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)-5s %(message)s")
     host, port = "127.0.0.1", int(os.environ.get("PUSH_SINK_PORT", "8090"))
     sink = PushSink(origin=f"http://{host}:{port}")
+    if arrivals := os.environ.get("PUSH_SINK_ARRIVALS"):
+        sink.on_arrival = arrival_recorder(open(arrivals, "a"))  # noqa: SIM115 - open for life
+        log.setLevel(logging.WARNING)  # the file says what arrived; a log line each is noise
     log.info("development push service on %s (POST /subscriptions for a subscription)", sink.origin)
     server(sink, host, port).run()
 
