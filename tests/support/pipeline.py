@@ -22,7 +22,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
-from calendar_service.followups import build_runtime
+from calendar_service.delivery_reports import build_runtime
 from calendar_service.relay import RelayOptions, bootstrap
 from shared.service.process import serve
 from tests.support.amqp import channel_as, get_one
