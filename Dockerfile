@@ -1,10 +1,11 @@
 # One image for every process of the system; the command picks the process:
-#   python -m calendar_service            the HTTP API (PORT, default 8000)
-#   python -m calendar_service.migrate    alembic upgrade head, then exit
-#   python -m calendar_service.relay      outbox -> RabbitMQ
-#   python -m calendar_service.followups  delivery status from follow-up events
-#   python -m email_consumer              RSVP events and commands -> SMTP
-#   python -m push_consumer               RSVP events and commands -> Web Push
+#   python -m calendar_service                   the HTTP API (HOST:PORT, 0.0.0.0:8000 here)
+#   python -m calendar_service.migrate           alembic upgrade head, then exit
+#   python -m calendar_service.relay             outbox -> RabbitMQ
+#   python -m calendar_service.delivery_reports  delivery status from follow-up events
+#   python -m calendar_service.scheduler         reminders and announcement fan-out
+#   python -m email_consumer                     RSVP events and commands -> SMTP
+#   python -m push_consumer                      RSVP events and commands -> Web Push
 # compose.yaml runs each of them as a service.
 
 # --- build: install the project and its runtime dependencies into a venv ----
@@ -32,9 +33,11 @@ FROM python:3.11-slim
 
 # Unbuffered: log lines reach `docker compose logs` as they are written.
 # No bytecode writes: pip compiled the venv already, and it is not ours to write.
+# HOST: the API listens on every interface of the container, not its loopback.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PATH=/opt/venv/bin:$PATH
+    PATH=/opt/venv/bin:$PATH \
+    HOST=0.0.0.0
 
 # A fixed uid/gid, so file ownership on mounted volumes is predictable.
 RUN groupadd --system --gid 10001 app \

@@ -137,8 +137,8 @@ async def system(database_url: str, broker: BrokerEnv) -> AsyncIterator[tuple[st
         processes = [
             ("calendar_service", "calendar", {"PORT": str(api_port)}, "/readyz", api_port),
             ("calendar_service.relay", "calendar", {}, "/readyz", None),
-            ("calendar_service.reminders", "calendar", {}, "/readyz", None),
-            ("calendar_service.followups", "calendar", {}, "/readyz", None),
+            ("calendar_service.scheduler", "calendar", {}, "/readyz", None),
+            ("calendar_service.delivery_reports", "calendar", {}, "/readyz", None),
             ("email_consumer", "email", {"SMTP_PORT": str(sink_port)}, "/readyz", None),
         ]
         for module, user, extra, path, port in processes:

@@ -14,7 +14,7 @@ def main() -> None:
     configure_logging("api", settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
-        host="0.0.0.0",
+        host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",

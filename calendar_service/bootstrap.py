@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import aio_pika
 import redis.asyncio as redis
 from aio_pika.abc import AbstractRobustConnection
 from limits import RateLimitItem
@@ -20,8 +18,8 @@ from calendar_service.db.session import create_engine
 from calendar_service.ratelimit import Limiter, parse_limit
 from calendar_service.security import TokenIssuer
 from shared.dlq.office import DeadLetterOffice
-
-log = logging.getLogger(__name__)
+from shared.service.backoff import Backoff
+from shared.service.broker import connect_broker
 
 
 @dataclass
@@ -53,17 +51,9 @@ class Container:
 
 async def _connect_broker(container: Container) -> None:
     """Keep trying in the background: the API serves without the broker (outbox)."""
-    delay = 1.0
-    while True:
-        try:
-            container.broker = await aio_pika.connect_robust(
-                container.settings.amqp_url, client_properties={"connection_name": "calendar-api"}
-            )
-            return
-        except (OSError, aio_pika.exceptions.AMQPError) as exc:
-            log.warning("broker unreachable, retrying in %.0fs: %r", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    container.broker = await connect_broker(
+        container.settings.amqp_url, "calendar-api", backoff=Backoff(first_s=1.0)
+    )
 
 
 async def bootstrap(settings: Settings) -> Container:

@@ -29,6 +29,8 @@ def parse_duration(value: str) -> int:
 
 class Settings(ServiceSettings):
     amqp_url: str = "amqp://calendar:calendar@127.0.0.1:5672/rsvp"
+    #: The address the API binds: loopback for a local run; 0.0.0.0 in a container.
+    host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     #: The broker account of the admin API's dead-letter operations; unset, it
     #: is the ``RABBITMQ_MANAGEMENT_URL`` account (``ops``) on ``AMQP_URL``'s broker.

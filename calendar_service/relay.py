@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,8 +27,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from calendar_service.config import Settings
 from shared.messaging.codec import stored_body_to_amqp
-from shared.messaging.health import HealthServer
 from shared.messaging.publisher import Publisher
+from shared.service.backoff import Backoff
+from shared.service.broker import connect_broker
+from shared.service.listener import keep_listening
+from shared.service.process import run_service, run_until_stopped
 
 log = logging.getLogger(__name__)
 DEFAULT_METRICS_PORT = 9101
@@ -157,16 +162,16 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Publish until stopped, sleeping on NOTIFY between bursts."""
-        backoff = 0.5
+        backoff = Backoff(first_s=0.5, max_s=self._options.max_backoff_s)
         passes = 0
         while not self._stopping.is_set():
             self._wake.clear()
             try:
                 result = await self.publish_pending_outbox()
             except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError) as exc:
-                log.warning("relay pass failed, retrying in %.1fs: %r", backoff, exc)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self._options.max_backoff_s)
+                delay = backoff.next_delay()
+                log.warning("relay pass failed, retrying in %.1fs: %r", delay, exc)
+                await self._sleep(delay)
                 continue
             passes += 1
             if passes % 1000 == 0:
@@ -174,12 +179,11 @@ class OutboxRelay:
                     await self.prune()
             if result.claimed and result.published == 0:
                 # the broker took nothing: it is away or refusing; back off
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self._options.max_backoff_s)
+                await self._sleep(backoff.next_delay())
             elif result.claimed == self._options.batch_size:
-                backoff = 0.5  # a full batch: there is probably more waiting
+                backoff.reset()  # a full batch: there is probably more waiting
             else:
-                backoff = 0.5
+                backoff.reset()
                 await self._sleep(self._options.idle_poll_s)
 
     async def _sleep(self, seconds: float) -> None:
@@ -187,86 +191,87 @@ class OutboxRelay:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
 
-async def _listen(dsn: str, relay: OutboxRelay) -> asyncpg.Connection:
-    """A connection of its own that only waits for NOTIFYs."""
-    connection: asyncpg.Connection = await asyncpg.connect(dsn)
-    await connection.add_listener("outbox", relay.wake)
-    return connection
+class RelayService:
+    """The relay as its process runs it: connect, listen, publish until stopped.
 
-
-async def connect_broker(
-    url: str, name: str, stop: asyncio.Event | None = None
-) -> AbstractRobustConnection | None:
-    """Connect, retrying with back-off while the broker is away; None if stopped first.
-
-    ``connect_robust`` reconnects by itself once connected, but its first
-    connection must succeed: a relay started during an outage waits here.
+    Its metrics exist from the start, so ``/metrics`` answers while the broker
+    is still away; ``ready`` is true once connected, with the listener alive.
     """
-    delay = 0.5
-    while stop is None or not stop.is_set():
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        *,
+        options: RelayOptions | None = None,
+        broker: AbstractRobustConnection | None = None,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._options = options
+        self._broker = broker
+        self._listening: asyncio.Task[None] | None = None
+        self.relay_metrics = RelayMetrics()
+
+    async def close_broker(self) -> None:
+        if self._broker is not None:
+            await self._broker.close()
+
+    def ready(self) -> bool:
+        broker, listening = self._broker, self._listening
+        return (
+            broker is not None
+            and not broker.is_closed
+            and listening is not None
+            and not listening.done()
+        )
+
+    def metrics(self) -> bytes:
+        return self.relay_metrics.exposition()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop``; a relay pass that dies unexpectedly raises here."""
+        if self._broker is None:
+            self._broker = await connect_broker(self._settings.amqp_url, "outbox-relay", stop=stop)
+            if self._broker is None:
+                return
+        channel = await self._broker.channel(publisher_confirms=True, on_return_raises=True)
+        relay = OutboxRelay(self._pool, Publisher(channel), self._options, self.relay_metrics)
+        self._listening = asyncio.create_task(
+            keep_listening(self._settings.asyncpg_dsn, "outbox", relay.wake, stop)
+        )
+        log.info("outbox relay publishing (batch %d)", relay.batch_size)
         try:
-            return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
-        except (OSError, aio_pika.exceptions.AMQPError) as exc:
-            log.warning("broker unreachable, retrying in %.1fs: %r", delay, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for((stop or asyncio.Event()).wait(), timeout=delay)
-            delay = min(delay * 2, 30.0)
-    return None
+            await run_until_stopped(relay.run(), stop, on_stop=relay.stop)
+        finally:
+            self._listening.cancel()
+            await asyncio.wait({self._listening})
 
 
-async def run_relay(
+@asynccontextmanager
+async def bootstrap(
     settings: Settings,
     *,
     options: RelayOptions | None = None,
-    stop: asyncio.Event | None = None,
-    metrics_port: int | None = None,
-) -> None:
-    """Connect, publish until ``stop`` is set (or forever), close everything."""
-    broker = await connect_broker(settings.amqp_url, "outbox-relay", stop)
-    if broker is None:
-        return
-    pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=2, max_size=4)
-    try:
-        channel = await broker.channel(publisher_confirms=True, on_return_raises=True)
-        relay = OutboxRelay(pool, Publisher(channel), options)
-        listener = await _listen(settings.asyncpg_dsn, relay)
-        health = None
-        if metrics_port is not None:
-            health = HealthServer(
-                ready=lambda: not broker.is_closed and not listener.is_closed(),
-                metrics=relay.metrics.exposition,
-                port=metrics_port,
-            )
-            await health.start()
-        task = asyncio.create_task(relay.run())
-        log.info("outbox relay publishing (batch %d)", relay.batch_size)
-        try:
-            if stop is None:
-                await task
-            else:
-                await stop.wait()
-                relay.stop()
-                await task
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await listener.close()
-            if health is not None:
-                await health.close()
-    finally:
-        await broker.close()
-        await pool.close()
+    pool: asyncpg.Pool | None = None,
+    broker: AbstractRobustConnection | None = None,
+) -> AsyncIterator[RelayService]:
+    """The relay's adapters: a pool (built here unless given) and a broker
+    connection (made in ``run``, with back-off, unless given); closed on exit."""
+    async with AsyncExitStack() as opened:
+        if pool is None:
+            pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=2, max_size=4)
+            opened.push_async_callback(pool.close)
+        service = RelayService(settings, pool, options=options, broker=broker)
+        if broker is None:
+            opened.push_async_callback(service.close_broker)
+        yield service
 
 
 def main() -> None:
-    from shared.logs import configure_logging
-    from shared.process import run_until_signalled
-
     settings = Settings()
-    configure_logging("relay", settings.log_level, settings.log_format)
     port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
-    run_until_signalled(lambda stop: run_relay(settings, stop=stop, metrics_port=port))
+    run_service("relay", settings, lambda: bootstrap(settings), metrics_port=port)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """`make run`: every process of the system in the foreground, stopped together.
 
-Starts the API, the outbox relay, the follow-up consumer, the scheduler, the email and push
-consumers (once their packages have a ``__main__``), a development SMTP
+Starts the API, the outbox relay, the delivery-report consumer, the scheduler, the email and
+push consumers (once their packages have a ``__main__``), a development SMTP
 sink unless ``SMTP_HOST`` is set, and a development Web Push service
 (``devtools.pushsink`` on ``PUSH_SINK_PORT``, default 8090) that subscriptions
 can point at. Output lines carry the process name.
 Ctrl-C (or SIGTERM) sends SIGTERM to every process, waits for them to drain,
-and kills what is still running after the grace period. If one process dies
+and kills what is still running after the grace period. Each process runs in
+a session of its own, so the terminal's Ctrl-C reaches this runner alone: a
+process sees one SIGTERM (drain), never a SIGINT on top of it (which it would
+take as a second signal, and stop at once). If one process dies
 on its own, the others are stopped too, and the exit code says so.
 
 Every process gets this environment. A variable named ``<PROCESS>__<NAME>``
@@ -41,8 +44,10 @@ def plan(metrics_base: int, smtp_external: bool) -> list[Process]:
     processes = [
         Process("api", "calendar_service"),
         Process("relay", "calendar_service.relay", {"METRICS_PORT": str(metrics_base + 1)}),
-        Process("followups", "calendar_service.followups", {"METRICS_PORT": str(metrics_base + 2)}),
-        Process("scheduler", "calendar_service.reminders", {"METRICS_PORT": str(metrics_base + 5)}),
+        Process(
+            "reports", "calendar_service.delivery_reports", {"METRICS_PORT": str(metrics_base + 2)}
+        ),
+        Process("scheduler", "calendar_service.scheduler", {"METRICS_PORT": str(metrics_base + 5)}),
     ]
     for offset, (name, package) in enumerate(
         (("email", "email_consumer"), ("push", "push_consumer")), start=3
@@ -80,6 +85,7 @@ async def start(process: Process, colour: str, tasks: list[asyncio.Task[None]]) 
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # only this runner signals it (see the module docstring)
     )
     assert process.handle.stdout is not None
     tasks.append(asyncio.create_task(pipe_output(process, colour, process.handle.stdout)))

@@ -10,17 +10,18 @@ connection, channel and server it opens is closed in the same place::
 
     runtime = ConsumerRuntime("email", settings.amqp_url, inbox=inbox, producer="email_consumer")
     runtime.subscribe(EMAIL_RSVP_EVENTS, handle_rsvp_event, on_dead_letter=email_failed)
-    await runtime.run_forever()  # until SIGTERM / SIGINT
+    await runtime.run()  # until runtime.stop()
+
+A process runs it through ``shared.service`` (``ConsumerService``), which
+turns SIGTERM / SIGINT into :meth:`ConsumerRuntime.stop`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from functools import partial
 
-import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from shared.messaging.delivery import Delivery, return_to_queue
@@ -30,6 +31,7 @@ from shared.messaging.metrics import RuntimeMetrics
 from shared.messaging.publisher import Publisher
 from shared.messaging.subscription import DeadLetterFollowups, Handler, Subscription
 from shared.messaging.topology import WorkQueue
+from shared.service.broker import connect_broker
 
 __all__ = ["ConsumerRuntime", "DeadLetterFollowups", "Handler"]
 
@@ -111,17 +113,6 @@ class ConsumerRuntime:
         """Ask :meth:`run` to stop consuming, drain and close; safe to call twice."""
         self._stop_requested.set()
 
-    async def run_forever(self) -> None:
-        """:meth:`run` with SIGTERM and SIGINT wired to :meth:`stop`."""
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.stop)
-        try:
-            await self.run()
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
-
     async def run(self) -> None:
         """Consume until :meth:`stop`, then drain in-flight messages and close."""
         if not self._subscriptions:
@@ -129,15 +120,16 @@ class ConsumerRuntime:
         if self.health is not None:
             await self.health.start()
         try:
-            self._connection = await aio_pika.connect_robust(
-                self._amqp_url,
-                client_properties={"connection_name": f"{self.producer}/{self.name}"},
+            # waits out a broker outage at start-up; a stop meanwhile ends the wait
+            self._connection = await connect_broker(
+                self._amqp_url, f"{self.producer}/{self.name}", stop=self._stop_requested
             )
-            try:
-                await self._consume_until_stopped(self._connection)
-            finally:
-                self._consuming = False
-                await self._connection.close()
+            if self._connection is not None:
+                try:
+                    await self._consume_until_stopped(self._connection)
+                finally:
+                    self._consuming = False
+                    await self._connection.close()
         finally:
             if self.health is not None:
                 await self.health.close()

@@ -36,7 +36,8 @@ class RunningSystem:
 
     async def stop(self, timeout: float = 30) -> int:
         if self.process.returncode is None:
-            self.process.send_signal(signal.SIGINT)
+            # as a terminal's Ctrl-C does: to the runner's whole process group
+            os.killpg(self.process.pid, signal.SIGINT)
         return await asyncio.wait_for(self.process.wait(), timeout=timeout)
 
 
@@ -82,7 +83,7 @@ async def system(
     for process, user in (
         ("API", "calendar"),
         ("RELAY", "calendar"),
-        ("FOLLOWUPS", "calendar"),
+        ("REPORTS", "calendar"),
         ("EMAIL", "email"),
         ("PUSH", "push"),
     ):

@@ -99,7 +99,8 @@ async def test_every_background_process_reports_ready(system: RunningSystem) -> 
     # the API answering (the fixture) says nothing of the processes started beside it
     deadline = time.monotonic() + READY_TIMEOUT_S
     async with httpx.AsyncClient() as client:
-        for offset, name in ((1, "relay"), (2, "followups"), (3, "email"), (4, "push")):
+        processes = ((1, "relay"), (2, "reports"), (3, "email"), (4, "push"), (5, "scheduler"))
+        for offset, name in processes:
             url = f"http://127.0.0.1:{system.metrics_base + offset}"
             await until(
                 partial(answers_200, client, f"{url}/readyz"),
@@ -117,3 +118,4 @@ async def test_ctrl_c_stops_every_process_cleanly(system: RunningSystem) -> None
     assert code == 0, output
     assert "all processes stopped" in output
     assert "exited with code" not in output  # nothing died on its own
+    assert "Traceback" not in output  # each process drained once, none was cancelled

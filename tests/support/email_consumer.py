@@ -1,7 +1,7 @@
 """The email consumer as ``python -m email_consumer`` wires it, run inside a test.
 
 ``running_email_consumer(settings)`` builds the runtime with the same
-``email_runtime`` that ``python -m email_consumer`` runs, but runs it in the
+``bootstrap`` that ``python -m email_consumer`` runs, but runs it in the
 background of the test's event loop instead of until SIGTERM; ``email_env``
 turns the same settings into the environment of a real process, and
 ``email_consumer_process(settings)`` runs the real command in a process of
@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from email_consumer.__main__ import email_runtime
+from email_consumer.bootstrap import bootstrap
 from email_consumer.config import Settings
 from shared.messaging.runtime import ConsumerRuntime
 from tests.support.amqp import publish_as_calendar
@@ -56,8 +56,8 @@ def email_env(settings: Settings) -> dict[str, str]:
 @asynccontextmanager
 async def running_email_consumer(settings: Settings) -> AsyncIterator[ConsumerRuntime]:
     """``python -m email_consumer`` with ``settings`` until the block ends, then a graceful stop."""
-    async with email_runtime(settings) as runtime, running(runtime):
-        yield runtime
+    async with bootstrap(settings) as consumer, running(consumer.runtime):
+        yield consumer.runtime
 
 
 @asynccontextmanager

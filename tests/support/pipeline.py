@@ -22,8 +22,9 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
-from calendar_service.followups import build_runtime
-from calendar_service.relay import RelayOptions, run_relay
+from calendar_service.delivery_reports import build_runtime
+from calendar_service.relay import RelayOptions, bootstrap
+from shared.service.process import serve
 from tests.support.amqp import channel_as, get_one
 from tests.support.runtime import running
 from tests.support.services import BrokerEnv
@@ -48,8 +49,9 @@ async def running_relay(
 ) -> AsyncIterator[None]:
     """The outbox relay, publishing until the block ends."""
     stop = asyncio.Event()
+    options = options or RelayOptions(idle_poll_s=0.5)
     task = asyncio.create_task(
-        run_relay(settings, options=options or RelayOptions(idle_poll_s=0.5), stop=stop)
+        serve(lambda: bootstrap(settings, options=options), stop, metrics_port=None)
     )
     try:
         yield

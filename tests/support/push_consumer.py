@@ -1,7 +1,7 @@
 """The push consumer as ``python -m push_consumer`` wires it, run inside a test.
 
 ``running_push_consumer(settings)`` builds the runtime with the same
-``push_runtime`` that ``python -m push_consumer`` runs, but runs it in the
+``bootstrap`` that ``python -m push_consumer`` runs, but runs it in the
 background of the test's event loop instead of until SIGTERM.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from push_consumer.__main__ import push_runtime
+from push_consumer.bootstrap import bootstrap
 from push_consumer.config import Settings
 from shared.messaging.runtime import ConsumerRuntime
 from tests.support.runtime import running
@@ -34,5 +34,5 @@ def push_settings(broker: BrokerEnv, database_url: str, **overrides: Any) -> Set
 @asynccontextmanager
 async def running_push_consumer(settings: Settings) -> AsyncIterator[ConsumerRuntime]:
     """``python -m push_consumer`` with ``settings`` until the block ends, then a graceful stop."""
-    async with push_runtime(settings) as runtime, running(runtime):
-        yield runtime
+    async with bootstrap(settings) as consumer, running(consumer.runtime):
+        yield consumer.runtime

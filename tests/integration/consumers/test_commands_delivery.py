@@ -22,7 +22,7 @@ import pytest
 
 from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
-from calendar_service.reminders import Scheduler
+from calendar_service.scheduler import Scheduler
 from devtools.env import EnvSettings
 from email_consumer.config import Settings as EmailSettings
 from shared.schemas import Attendee, EmailSend, EventSummary, NotificationCommand, parse_message

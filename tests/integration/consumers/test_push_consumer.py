@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractChannel
 
 from calendar_service.config import Settings as CalendarSettings
 from calendar_service.db.session import create_engine
-from calendar_service.followups import build_runtime
+from calendar_service.delivery_reports import build_runtime
 from devtools.pushsink import PushSink, SinkSubscription
 from push_consumer.config import Settings
 from shared.messaging.topology import PUSH_RSVP_EVENTS

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,8 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from calendar_service.config import Settings
 from calendar_service.db.uow import UnitOfWork
-from calendar_service.relay import OutboxRelay, RelayOptions, run_relay
-from devtools.env import EnvSettings
+from calendar_service.relay import OutboxRelay, RelayOptions, bootstrap
 from shared.management import ManagementClient
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import (
@@ -25,21 +23,15 @@ from shared.messaging.topology import (
     PUSH_RSVP_EVENTS,
 )
 from shared.schemas import Envelope
+from shared.service.process import serve
 from tests.support.amqp import channel_as, publish
 from tests.support.messages import email_send, rsvp_created
 from tests.support.pipeline import take_all
 from tests.support.polling import until
 from tests.support.proxy import CuttableProxy
-from tests.support.services import BrokerEnv, own_database
+from tests.support.services import BrokerEnv
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def relay_db(env_settings: EnvSettings) -> AsyncIterator[str]:
-    """A database of this test's own, so no other test's outbox rows get in the way."""
-    async with own_database(env_settings) as url:
-        yield url
 
 
 async def write_outbox(database_url: str, count: int) -> list[str]:
@@ -78,6 +70,10 @@ async def wait_until_all_published(database_url: str, *, timeout: float) -> None
             await asyncio.sleep(0.1)
 
 
+#: Polls often, so a test never waits on the safety-net timer.
+FAST = RelayOptions(idle_poll_s=0.5)
+
+
 def settings_for(database_url: str, amqp_url: str) -> Settings:
     return Settings(app_env="test", database_url=database_url, amqp_url=amqp_url)
 
@@ -91,7 +87,7 @@ async def test_messages_saved_while_the_broker_was_down_are_all_published_once_i
     url = fresh_broker.amqp_url("calendar").replace(f":{fresh_broker.port}/", f":{proxy.port}/")
     stop = asyncio.Event()
     relay = asyncio.create_task(
-        run_relay(settings_for(relay_db, url), options=RelayOptions(idle_poll_s=0.5), stop=stop)
+        serve(lambda: bootstrap(settings_for(relay_db, url), options=FAST), stop, metrics_port=None)
     )
     try:
         expected = await write_outbox(relay_db, 25)
@@ -117,7 +113,7 @@ async def test_relay_survives_a_connection_drop_and_publishes_what_came_after(
     url = fresh_broker.amqp_url("calendar").replace(f":{fresh_broker.port}/", f":{proxy.port}/")
     stop = asyncio.Event()
     relay = asyncio.create_task(
-        run_relay(settings_for(relay_db, url), options=RelayOptions(idle_poll_s=0.5), stop=stop)
+        serve(lambda: bootstrap(settings_for(relay_db, url), options=FAST), stop, metrics_port=None)
     )
     try:
         before = await write_outbox(relay_db, 5)

@@ -25,7 +25,7 @@ import asyncpg
 import pytest
 
 from calendar_service.db.session import create_engine
-from calendar_service.reminders import Scheduler
+from calendar_service.scheduler import Scheduler
 from devtools.env import EnvSettings
 from tests.support.api import api_client, create_event, register_with_issued_token
 from tests.support.email_consumer import email_consumer_process, email_settings

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
 from calendar_service.db.uow import UnitOfWork
-from calendar_service.reminders import Scheduler, serve
+from calendar_service.scheduler import Scheduler, SchedulerService
 from tests.support.api import create_event, post_rsvp, register, register_with_issued_token
 from tests.support.polling import until
 
@@ -385,7 +385,7 @@ async def test_a_running_scheduler_wakes_on_notify_not_on_its_timer(
     settings = calendar_settings
     stop = asyncio.Event()
     sched = Scheduler(engine, offsets_s=OFFSETS, max_sleep_s=600.0)
-    running = asyncio.create_task(serve(sched, settings.asyncpg_dsn, stop))
+    running = asyncio.create_task(SchedulerService(sched, settings.asyncpg_dsn).run(stop))
     try:
         await passed_once(sched)  # it has passed and sleeps (up to 600 s) until a NOTIFY
         response = await client.post(
@@ -421,7 +421,7 @@ async def test_the_scheduler_listens_again_after_its_connection_is_killed(
     others = await listening(database)
     stop = asyncio.Event()
     sched = Scheduler(engine, offsets_s=OFFSETS, max_sleep_s=600.0)
-    running = asyncio.create_task(serve(sched, calendar_settings.asyncpg_dsn, stop))
+    running = asyncio.create_task(SchedulerService(sched, calendar_settings.asyncpg_dsn).run(stop))
     try:
         await passed_once(sched)
         # the listener connects beside the scheduler's first pass, not before it

@@ -33,8 +33,8 @@ PROCESSES = {
     "calendar_service.migrate": {"migrate"},
     "calendar_service": {"calendar-1", "calendar-2"},
     "calendar_service.relay": {"relay"},
-    "calendar_service.followups": {"followups"},
-    "calendar_service.reminders": {"scheduler"},
+    "calendar_service.delivery_reports": {"delivery_reports"},
+    "calendar_service.scheduler": {"scheduler"},
     "email_consumer": {"email_consumer"},
     "push_consumer": {"push_consumer"},
 }
@@ -44,7 +44,7 @@ SCALABLE_CONSUMERS = {"email_consumer", "push_consumer"}
 #: Background processes serve /healthz, /readyz and /metrics on these ports.
 METRICS_PORTS = {
     "relay": 9101,
-    "followups": 9102,
+    "delivery_reports": 9102,
     "email_consumer": 9103,
     "push_consumer": 9104,
     "scheduler": 9105,
@@ -54,7 +54,7 @@ METRICS_PORTS = {
 CONTRACT_SETTINGS = {
     "DATABASE_URL", "AMQP_URL", "RABBITMQ_MANAGEMENT_URL", "REDIS_URL",
     "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS",
-    "MAIL_FROM", "VAPID_PRIVATE_KEY", "VAPID_SUBJECT", "JWT_SECRET", "PORT",
+    "MAIL_FROM", "VAPID_PRIVATE_KEY", "VAPID_SUBJECT", "JWT_SECRET", "HOST", "PORT",
     "ADMIN_EMAILS", "APP_ENV", "METRICS_PORT",
 }  # fmt: skip
 #: Not ours but uvicorn's: which peers may set X-Forwarded-For (nginx).

@@ -1,4 +1,4 @@
-"""`python -m calendar_service.followups`: record what the consumers report.
+"""`python -m calendar_service.delivery_reports`: record what the consumers report.
 
 Consumes ``calendar.followups`` on the shared runtime. A
 ``push.subscription_expired`` deletes the subscription (the push consumer
@@ -11,17 +11,16 @@ follow-ups may arrive late, twice, or out of order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import asyncpg
-import uvloop
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
 from calendar_service.db.uow import UnitOfWork
-from shared.logs import configure_logging
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import CALENDAR_FOLLOWUPS
@@ -34,6 +33,8 @@ from shared.schemas import (
     PushSent,
     PushSubscriptionExpired,
 )
+from shared.service.consumer import ConsumerService
+from shared.service.process import run_service
 
 log = logging.getLogger(__name__)
 DEFAULT_METRICS_PORT = 9102
@@ -116,6 +117,7 @@ CONCURRENCY = 8
 def build_runtime(
     settings: Settings, engine: AsyncEngine, pool: asyncpg.Pool, *, metrics_port: int | None
 ) -> ConsumerRuntime:
+    """The runtime consuming ``calendar.followups`` into ``engine``'s database."""
     runtime = ConsumerRuntime(
         "calendar",
         settings.amqp_url,
@@ -132,23 +134,33 @@ def build_runtime(
     return runtime
 
 
-async def run_followups(settings: Settings) -> None:
-    engine = create_engine(settings)
-    # each handler holds an inbox connection while it runs (its claim's lock)
-    pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=CONCURRENCY + 1)
-    try:
-        port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
-        runtime = build_runtime(settings, engine, pool, metrics_port=port)
-        await runtime.run_forever()
-    finally:
-        await pool.close()
-        await engine.dispose()
+@asynccontextmanager
+async def bootstrap(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    pool: asyncpg.Pool | None = None,
+    metrics_port: int | None = None,
+) -> AsyncIterator[ConsumerService]:
+    """The consumer, subscribed and ready to run; the engine and pool it built close on exit."""
+    async with AsyncExitStack() as opened:
+        if engine is None:
+            engine = create_engine(settings)
+            opened.push_async_callback(engine.dispose)
+        if pool is None:
+            # each handler holds an inbox connection while it runs (its claim's lock)
+            pool = await asyncpg.create_pool(
+                settings.asyncpg_dsn, min_size=1, max_size=CONCURRENCY + 1
+            )
+            opened.push_async_callback(pool.close)
+        yield ConsumerService(build_runtime(settings, engine, pool, metrics_port=metrics_port))
 
 
 def main() -> None:
     settings = Settings()
-    configure_logging("followups", settings.log_level, settings.log_format)
-    uvloop.run(run_followups(settings))
+    port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
+    # the consumer runtime serves its own health, on this port
+    run_service("reports", settings, lambda: bootstrap(settings, metrics_port=port))
 
 
 if __name__ == "__main__":

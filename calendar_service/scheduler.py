@@ -1,4 +1,4 @@
-"""`python -m calendar_service.reminders`: the scheduler.
+"""`python -m calendar_service.scheduler`: the scheduler.
 
 It sends reminders before events start and fans out announcements, both as
 commands through the outbox. Run two or more for availability: they split the
@@ -22,10 +22,10 @@ injected, so tests drive it through days in milliseconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,8 +41,10 @@ from calendar_service.commands import COMMAND_NAMESPACE, attendee, commands_for,
 from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
 from calendar_service.db.uow import UnitOfWork
-from shared.messaging.health import HealthServer
 from shared.schemas import Envelope, NotificationCommand
+from shared.service.backoff import Backoff
+from shared.service.listener import keep_listening
+from shared.service.process import run_service
 
 log = logging.getLogger(__name__)
 DEFAULT_METRICS_PORT = 9105
@@ -221,19 +223,19 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass, sleep until the next due reminder (or a wake-up), repeat until ``stop``."""
-        backoff = 1.0
+        backoff = Backoff(first_s=1.0)
         while not stop.is_set():
             self._wake.clear()
             started = self._clock()
             try:
                 done = await self.run_once()
                 sleep = await self.seconds_until_next_due(since=started)
-                backoff = 1.0
+                backoff.reset()
             except (OSError, asyncpg.PostgresError, DBAPIError) as exc:
                 # a restart, a lost connection, a deadlock: all worth another pass
-                log.warning("scheduler pass failed, retrying in %.0fs: %r", backoff, exc)
+                sleep = backoff.next_delay()
+                log.warning("scheduler pass failed, retrying in %.0fs: %r", sleep, exc)
                 self.metrics.failures.inc()
-                sleep, backoff = backoff, min(backoff * 2, 30.0)
             else:
                 self.metrics.passes.inc()
                 self.metrics.reminders.inc(done.reminders)
@@ -257,83 +259,59 @@ async def _first_of(*events: asyncio.Event, seconds: float) -> None:
             waiter.cancel()
 
 
-async def keep_listening(dsn: str, wake: Callable[[], None], stop: asyncio.Event) -> None:
-    """LISTEN on ``scheduler`` until ``stop``, reconnecting whenever the connection drops.
+class SchedulerService:
+    """The scheduler as its process runs it: passes, woken by its NOTIFY listener.
 
-    Each (re)connection wakes the scheduler once: whatever was notified while
-    nobody listened is then picked up by a pass, not by the safety-net timer.
+    Ready while the listener lives; a pass that fails unexpectedly raises out
+    of :meth:`run`, which ends the process.
     """
-    delay = 1.0
-    while not stop.is_set():
+
+    def __init__(self, scheduler: Scheduler, dsn: str) -> None:
+        self.scheduler = scheduler
+        self._dsn = dsn
+        self._listening: asyncio.Task[None] | None = None
+
+    def ready(self) -> bool:
+        return self._listening is not None and not self._listening.done()
+
+    def metrics(self) -> bytes:
+        return self.scheduler.metrics.exposition()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._listening = asyncio.create_task(
+            keep_listening(self._dsn, "scheduler", self.scheduler.wake, stop)
+        )
         try:
-            connection: asyncpg.Connection = await asyncpg.connect(dsn)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("cannot LISTEN, retrying in %.0fs: %r", delay, exc)
-            await _first_of(stop, seconds=delay)
-            delay = min(delay * 2, 30.0)
-            continue
-        delay = 1.0
-        try:
-            await connection.add_listener("scheduler", lambda *_: wake())
-            wake()
-            while not (stop.is_set() or connection.is_closed()):
-                await _first_of(stop, seconds=2.0)
-            if not stop.is_set():
-                log.warning("LISTEN connection lost; reconnecting")
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("LISTEN connection failed: %r", exc)
+            await self.scheduler.run(stop)
         finally:
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                await connection.close()
+            self._listening.cancel()
+            await asyncio.wait({self._listening})
 
 
-async def serve(
-    scheduler: Scheduler, dsn: str, stop: asyncio.Event, *, metrics_port: int | None = None
-) -> None:
-    """Run ``scheduler`` with its NOTIFY listener (and health server) until ``stop``."""
-    listening = asyncio.create_task(keep_listening(dsn, scheduler.wake, stop))
-    health = None
-    try:
-        if metrics_port is not None:
-            health = HealthServer(
-                ready=lambda: not listening.done(),
-                metrics=scheduler.metrics.exposition,
-                port=metrics_port,
-            )
-            await health.start()
-        await scheduler.run(stop)
-    finally:
-        stop.set()
-        await listening
-        if health is not None:
-            await health.close()
-
-
-async def run_scheduler(
-    settings: Settings, stop: asyncio.Event, *, metrics_port: int | None = None
-) -> None:
-    engine = create_engine(settings)
-    scheduler = Scheduler(
-        engine,
-        offsets_s=settings.reminder_offsets,
-        batch_size=settings.announcement_batch_size,
-        max_sleep_s=settings.scheduler_max_sleep_s,
-    )
-    log.info("scheduler running (reminders at %s s before start)", settings.reminder_offsets)
-    try:
-        await serve(scheduler, settings.asyncpg_dsn, stop, metrics_port=metrics_port)
-    finally:
-        await engine.dispose()
+@asynccontextmanager
+async def bootstrap(
+    settings: Settings, *, engine: AsyncEngine | None = None, clock: Clock = system_clock
+) -> AsyncIterator[SchedulerService]:
+    """The scheduler on ``engine`` (built here, and disposed, unless given)."""
+    async with AsyncExitStack() as opened:
+        if engine is None:
+            engine = create_engine(settings)
+            opened.push_async_callback(engine.dispose)
+        scheduler = Scheduler(
+            engine,
+            offsets_s=settings.reminder_offsets,
+            batch_size=settings.announcement_batch_size,
+            max_sleep_s=settings.scheduler_max_sleep_s,
+            clock=clock,
+        )
+        log.info("scheduler running (reminders at %s s before start)", settings.reminder_offsets)
+        yield SchedulerService(scheduler, settings.asyncpg_dsn)
 
 
 def main() -> None:
-    from shared.logs import configure_logging
-    from shared.process import run_until_signalled
-
     settings = Settings()
-    configure_logging("scheduler", settings.log_level, settings.log_format)
     port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
-    run_until_signalled(lambda stop: run_scheduler(settings, stop, metrics_port=port))
+    run_service("scheduler", settings, lambda: bootstrap(settings), metrics_port=port)
 
 
 if __name__ == "__main__":
