@@ -3,7 +3,7 @@
 Consumes ``calendar.followups`` on the shared runtime. A
 ``push.subscription_expired`` deletes the subscription (the push consumer
 never writes the calendar's tables). Each delivery report is applied
-with "never regress" rules (see ``Deliveries.record``): a report about an
+with "never regress" rules (see ``NotificationStatuses.record``): a report about an
 older RSVP version, or a worse one for the same version, changes nothing, so
 follow-ups may arrive late, twice, or out of order.
 """
@@ -76,7 +76,7 @@ async def record_delivery(engine: AsyncEngine, message: Envelope[Any]) -> Sequen
                 data.announcement_id, data.user_id, channel, status
             )
         elif data.kind == "confirmation" and data.rsvp_id is not None:
-            applied = await uow.deliveries.record(
+            applied = await uow.notifications.record(
                 rsvp_id=data.rsvp_id,
                 channel=channel,
                 status=status,

@@ -61,11 +61,6 @@ class UnitOfWork:
         self.announcements = Announcements(connection)
         return self
 
-    @property
-    def deliveries(self) -> NotificationStatuses:
-        """The old name of ``notifications``, kept until ``followups.py`` uses the new one."""
-        return self.notifications
-
     async def commit(self) -> None:
         """Commit, or raise ``EventFull`` if the RSVP counters overbook the event.
 
