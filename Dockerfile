@@ -17,8 +17,8 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# pyproject.toml names README.md as the long description, so it comes too.
-COPY pyproject.toml README.md ./
+# pyproject.toml names README.md (long description) and LICENSE (license-files): they come too.
+COPY pyproject.toml README.md LICENSE ./
 COPY calendar_service ./calendar_service
 COPY email_consumer ./email_consumer
 COPY push_consumer ./push_consumer

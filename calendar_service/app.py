@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from calendar_service.api import (
     admin,
@@ -37,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await container.aclose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the package, not a CDN,
+    # so they work offline (assets under /static-offline-docs).
+    app = FastAPIOffline(
         title="RSVP calendar service",
         version="1.0.0",
         summary="Events and RSVPs; every RSVP change is published through an outbox.",

@@ -27,12 +27,18 @@ from rich.table import Table
 from shared.dlq.office import BrokerRefused, DeadLetterOffice, QueueDepth, UnknownQueue
 from shared.dlq.passes import DEFAULT_WINDOW, PassCounts, QueueBusy, Route
 from shared.dlq.selection import Filter
-from shared.dlq.views import letter_as_dict
+from shared.dlq.views import letter_as_dict, letters_table
 from shared.settings import ServiceSettings
 
 T = TypeVar("T")
 
-app = typer.Typer(help="Dead-letter queues: list, show, replay, purge.", no_args_is_help=True)
+# Plain (click) help: typer's rich help prints a "<bool>" type beside every flag,
+# --help included, and boxes that leave little room at 80 columns.
+app = typer.Typer(
+    help="Dead-letter queues: list, show, replay, purge.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 console = Console()
 errors = Console(stderr=True)
 
@@ -90,11 +96,21 @@ def _moment(value: str | None) -> datetime | None:
         raise typer.BadParameter(f"not an ISO 8601 time: {value!r}") from None
 
 
-TypeOpt = Annotated[str | None, typer.Option("--type", help="message type, e.g. rsvp.created")]
-ReasonOpt = Annotated[str | None, typer.Option(help="x-fault-reason (or x-death reason)")]
-IdsOpt = Annotated[list[str] | None, typer.Option("--message-id", help="repeat for several")]
-SinceOpt = Annotated[str | None, typer.Option(help="failed at or after (ISO 8601)")]
-UntilOpt = Annotated[str | None, typer.Option(help="failed before (ISO 8601)")]
+QueueArg = Annotated[
+    str, typer.Argument(metavar="QUEUE", help="a dead-letter queue, e.g. email.rsvp_events.dlq")
+]
+TypeOpt = Annotated[
+    str | None,
+    typer.Option("--type", metavar="TYPE", help="message type, e.g. rsvp.created"),
+]
+ReasonOpt = Annotated[
+    str | None, typer.Option(metavar="REASON", help="x-fault-reason (or x-death reason)")
+]
+IdsOpt = Annotated[
+    list[str] | None, typer.Option("--message-id", metavar="ID", help="repeat for several")
+]
+SinceOpt = Annotated[str | None, typer.Option(metavar="TIME", help="failed at or after (ISO 8601)")]
+UntilOpt = Annotated[str | None, typer.Option(metavar="TIME", help="failed before (ISO 8601)")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
 
 
@@ -126,13 +142,13 @@ def list_queues() -> None:
 
 @app.command()
 def show(
-    queue: str,
+    queue: QueueArg,
     type_: TypeOpt = None,
     reason: ReasonOpt = None,
     message_id: IdsOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, metavar="N")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, headers and body")] = False,
 ) -> None:
     """The messages of QUEUE (oldest first) with why they failed."""
@@ -142,22 +158,7 @@ def show(
         for letter in page.items:
             sys.stdout.write(orjson.dumps(letter_as_dict(letter)).decode() + "\n")
         return
-    table = Table(title=queue)
-    table.add_column("message id", no_wrap=True)
-    for column in ("type", "reason", "exception", "attempts", "failed at", "origin"):
-        table.add_column(column)
-    for letter in page.items:
-        exception = ": ".join(filter(None, (letter.exception_type, letter.exception_message)))
-        table.add_row(
-            letter.message_id or "-",
-            letter.type or "-",
-            letter.reason,
-            exception[:80] or "-",
-            str(letter.attempts),
-            letter.failed_at.isoformat(timespec="seconds") if letter.failed_at else "-",
-            f"{letter.original_exchange or '(default)'} / {letter.original_routing_key}",
-        )
-    console.print(table)
+    console.print(letters_table(queue, page.items, width=console.width))
     console.print(f"{len(page.items)} shown of {page.matched} matching")
 
 
@@ -181,16 +182,20 @@ def _progress_bar(label: str) -> tuple[Progress, Callable[[PassCounts], None]]:
     return progress, update
 
 
-@app.command()
+@app.command(short_help="Send picked messages of QUEUE back to their origin queue.")
 def replay(
-    queue: str,
+    queue: QueueArg,
     type_: TypeOpt = None,
     reason: ReasonOpt = None,
     message_id: IdsOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="replay at most this many")] = None,
-    rate: Annotated[float | None, typer.Option(min=0.1, help="messages per second")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="replay at most this many")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=0.1, metavar="PER_SECOND", help="messages per second")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count, change nothing")] = False,
     via_exchange: Annotated[
         bool,
@@ -229,9 +234,9 @@ def replay(
         console.print(f"matched {outcome.matched}, replayed {outcome.replayed}")
 
 
-@app.command()
+@app.command(short_help="Delete picked messages of QUEUE for good.")
 def purge(
-    queue: str,
+    queue: QueueArg,
     type_: TypeOpt = None,
     reason: ReasonOpt = None,
     message_id: IdsOpt = None,
