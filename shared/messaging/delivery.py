@@ -28,9 +28,8 @@ from shared.messaging.failures import FailureRouting
 from shared.messaging.followups import with_followup_ids
 from shared.messaging.inbox import Inbox
 from shared.messaging.metrics import RuntimeMetrics
-from shared.messaging.publisher import Publisher
+from shared.messaging.publisher import Publisher, publish_routed
 from shared.messaging.subscription import Subscription
-from shared.messaging.topology import FOLLOWUPS_EXCHANGE
 from shared.schemas import InvalidMessage, parse_message
 
 log = logging.getLogger(__name__)
@@ -126,8 +125,7 @@ class Delivery:
 
     async def _publish_followups(self, bodies: Sequence[bytes]) -> None:
         for body in bodies:
-            followup = stored_body_to_amqp(body)
-            await self._publisher.publish_raw(followup, FOLLOWUPS_EXCHANGE, followup.type or "")
+            await publish_routed(self._publisher, stored_body_to_amqp(body))
 
 
 async def _ack(message: AbstractIncomingMessage) -> None:
