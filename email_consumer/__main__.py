@@ -21,6 +21,7 @@ from shared.logs import configure_logging
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import EMAIL_COMMANDS, EMAIL_RSVP_EVENTS
+from shared.schemas import EmailSend, RsvpMessage
 
 
 @asynccontextmanager
@@ -49,8 +50,15 @@ async def email_runtime(settings: Settings) -> AsyncIterator[ConsumerRuntime]:
             metrics_port=settings.metrics_port,
         )
         handlers = EmailHandlers(Renderer(settings.mail_from), mailer)
-        runtime.subscribe(EMAIL_RSVP_EVENTS, handlers.on_rsvp_event, on_dead_letter=email_failed)
-        runtime.subscribe(EMAIL_COMMANDS, handlers.on_command, on_dead_letter=email_failed)
+        runtime.subscribe(
+            EMAIL_RSVP_EVENTS,
+            handlers.on_rsvp_event,
+            accepts=RsvpMessage,
+            on_dead_letter=email_failed,
+        )
+        runtime.subscribe(
+            EMAIL_COMMANDS, handlers.on_command, accepts=EmailSend, on_dead_letter=email_failed
+        )
         yield runtime
     finally:
         await mailer.aclose()

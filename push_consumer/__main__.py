@@ -30,6 +30,7 @@ from shared.logs import configure_logging
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import PUSH_COMMANDS, PUSH_RSVP_EVENTS
+from shared.schemas import PushSend, RsvpMessage
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,15 @@ async def push_runtime(
             app_url=settings.app_url,
             ttl_s=settings.push_ttl_s,
         )
-        runtime.subscribe(PUSH_RSVP_EVENTS, handlers.on_rsvp_event, on_dead_letter=push_failed)
-        runtime.subscribe(PUSH_COMMANDS, handlers.on_command, on_dead_letter=push_failed)
+        runtime.subscribe(
+            PUSH_RSVP_EVENTS,
+            handlers.on_rsvp_event,
+            accepts=RsvpMessage,
+            on_dead_letter=push_failed,
+        )
+        runtime.subscribe(
+            PUSH_COMMANDS, handlers.on_command, accepts=PushSend, on_dead_letter=push_failed
+        )
         yield runtime
     finally:
         await sender.aclose()

@@ -36,7 +36,7 @@ class FailureRouting:
 
     def __init__(
         self,
-        subscription: Subscription,
+        subscription: Subscription[Any],
         *,
         publisher: Publisher,
         metrics: QueueMetrics,
@@ -119,8 +119,8 @@ class FailureRouting:
         error: Exception,
         reason: str,
     ) -> list[Envelope[Any]]:
-        if self._sub.on_dead_letter is None:
-            return []
+        if self._sub.on_dead_letter is None or not self._sub.takes(envelope):
+            return []  # a type the handler does not take has no follow-ups either
         try:
             followups = self._sub.on_dead_letter(envelope, _as_messaging_error(error, reason))
         except Exception:

@@ -14,13 +14,13 @@ import pytest
 from aio_pika.abc import AbstractMessage
 
 from shared.messaging import delivery
-from shared.messaging.delivery import Delivery
+from shared.messaging.delivery import DeliveryProcessor
 from shared.messaging.inbox import MemoryInbox
 from shared.messaging.metrics import RuntimeMetrics
 from shared.messaging.publisher import PublishNotConfirmed
 from shared.messaging.subscription import Subscription
 from shared.messaging.topology import EMAIL_RSVP_EVENTS
-from shared.schemas import Envelope
+from shared.schemas import Envelope, RsvpCreated
 from tests.support.runtime import email_sent_for, rsvp_created
 
 
@@ -55,13 +55,13 @@ class FakeDelivery:
         self.settled.append(f"nack(requeue={requeue})")
 
 
-def _processor(publisher: RefusingPublisher, calls: list[Envelope[Any]]) -> Delivery:
+def _processor(publisher: RefusingPublisher, calls: list[Envelope[Any]]) -> DeliveryProcessor:
     async def handler(message: Envelope[Any]) -> list[Envelope[Any]]:
         calls.append(message)
         return [email_sent_for(message)]
 
-    return Delivery(
-        Subscription(EMAIL_RSVP_EVENTS, handler, None, "email/email.rsvp_events"),
+    return DeliveryProcessor(
+        Subscription(EMAIL_RSVP_EVENTS, (RsvpCreated,), handler, None, "email/email.rsvp_events"),
         inbox=MemoryInbox(),
         publisher=publisher,  # type: ignore[arg-type]
         metrics=RuntimeMetrics(),
