@@ -33,7 +33,7 @@ from uuid import UUID
 
 from push_consumer.notification import notification_for
 from push_consumer.store import Subscription, SubscriptionStore
-from push_consumer.webpush import SubscriptionGone, WebPushSender
+from push_consumer.webpush import PushSender, SubscriptionGone
 from shared.messaging.errors import MessagingError, PermanentError, TransientError
 from shared.messaging.outcomes import failure_report, outcome_fields
 from shared.schemas import (
@@ -71,7 +71,7 @@ class PushHandlers:
     """The push consumer's handlers, bound to its subscription store and sender."""
 
     def __init__(
-        self, store: SubscriptionStore, sender: WebPushSender, *, app_url: str, ttl_s: int
+        self, store: SubscriptionStore, sender: PushSender, *, app_url: str, ttl_s: int
     ) -> None:
         self._store = store
         self._sender = sender
