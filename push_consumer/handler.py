@@ -14,7 +14,7 @@ Idempotency per subscription. The runtime's inbox makes a *message*
 effectively-once, but only once its handler succeeds; a transient failure
 on one subscription retries the whole message. So before raising it the
 handler records the subscriptions that did accept the push in the
-consumer's own ``push_deliveries`` table, and the retry skips them: a
+consumer's own sent-devices ledger (``push_deliveries``), and the retry skips them: a
 phone that got the push is not buzzed again because a laptop's push
 service answered 503. Those rows are written only on that path; when every
 push succeeds the inbox record alone is enough, which keeps the common case
@@ -32,7 +32,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from push_consumer.notification import notification_for
-from push_consumer.store import Subscription, SubscriptionStore
+from push_consumer.store import SubscriptionStore, UserDevice
 from push_consumer.webpush import PushSender, SubscriptionGone
 from shared.messaging.errors import MessagingError, PermanentError, TransientError
 from shared.messaging.outcomes import failure_report, outcome_fields
@@ -87,14 +87,14 @@ class PushHandlers:
         return await self._push(message, message.data.recipient.user_id)
 
     async def _push(self, message: PushSource, user_id: UUID) -> Sequence[Envelope[Any]]:
-        subscriptions = await self._store.for_message(user_id, message.message_id)
+        subscriptions = await self._store.devices_for(user_id, message.message_id)
         if not subscriptions:
             return [_push_sent(message, "skipped", delivered=0)]
         notification, urgency = notification_for(message, self._app_url)
         plaintext = notification.to_bytes()
-        pending = [s for s in subscriptions if not s.delivered]
+        pending = [s for s in subscriptions if not s.already_sent]
 
-        async def send(subscription: Subscription) -> MessagingError | None:
+        async def send(subscription: UserDevice) -> MessagingError | None:
             try:
                 await self._sender.send(
                     subscription.target,
@@ -113,7 +113,7 @@ class PushHandlers:
 
         transient = [e for e in errors if isinstance(e, TransientError)]
         if transient:
-            await self._store.record_delivered(
+            await self._store.record_sent_devices(
                 message.message_id, [s.target.subscription_id for s in delivered_now]
             )
             raise _retry_all(transient, len(pending))
@@ -157,7 +157,7 @@ def _push_sent(
 
 
 def _expired(
-    message: PushSource, user_id: UUID, subscription: Subscription, error: SubscriptionGone
+    message: PushSource, user_id: UUID, subscription: UserDevice, error: SubscriptionGone
 ) -> PushSubscriptionExpired:
     payload = SubscriptionExpiredPayload(
         user_id=user_id,

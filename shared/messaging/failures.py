@@ -143,6 +143,6 @@ def _as_messaging_error(error: Exception, reason: str) -> MessagingError:
     return wrapped
 
 
-def _route(message: AbstractIncomingMessage) -> faults.Route:
-    delivered_via = faults.Route(message.exchange or "", message.routing_key or "")
+def _route(message: AbstractIncomingMessage) -> faults.SourceRoute:
+    delivered_via = faults.SourceRoute(message.exchange or "", message.routing_key or "")
     return faults.original_route(message.headers, delivered_via)
