@@ -23,7 +23,7 @@ from bench.worker import Clock, say
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import EMAIL_RSVP_EVENTS
-from shared.schemas import Envelope
+from shared.schemas import Envelope, RsvpMessage
 
 PREFETCH = 64
 
@@ -41,7 +41,7 @@ async def drain_with_runtime(messages: int, amqp_url: str, database_url: str) ->
         runtime = ConsumerRuntime(
             "bench", amqp_url, inbox=PostgresInbox(pool), producer="bench", prefetch=PREFETCH
         )
-        runtime.subscribe(EMAIL_RSVP_EVENTS, do_nothing)
+        runtime.subscribe(EMAIL_RSVP_EVENTS, do_nothing, accepts=RsvpMessage)
         task = asyncio.create_task(runtime.run())
         await finished.wait()
         runtime.stop()

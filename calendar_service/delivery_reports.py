@@ -29,6 +29,7 @@ from shared.schemas import (
     EmailFailed,
     EmailSent,
     Envelope,
+    FollowUpMessage,
     PushFailed,
     PushSent,
     PushSubscriptionExpired,
@@ -130,7 +131,7 @@ def build_runtime(
     async def handle(message: Envelope[Any]) -> Sequence[Envelope[Any]]:
         return await record_delivery(engine, message)
 
-    runtime.subscribe(CALENDAR_FOLLOWUPS, handle)
+    runtime.subscribe(CALENDAR_FOLLOWUPS, handle, accepts=FollowUpMessage)
     return runtime
 
 

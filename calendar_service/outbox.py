@@ -13,19 +13,25 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from calendar_service.db.models import OutboxMessage, table_of
-from shared.messaging.topology import COMMAND_ROUTES, COMMANDS_EXCHANGE, EVENTS_EXCHANGE
+from shared.messaging.topology import ROUTES, MessageRoute
 from shared.schemas import Envelope
 
 _outbox = table_of(OutboxMessage)
 
+#: The broker user the relay publishes as: the outbox holds only its messages.
+PUBLISHER = "calendar"
 
-def route_for(message: Envelope[Any]) -> tuple[str, str]:
-    """Exchange and routing key of a message the calendar service produces."""
-    if message.type.startswith("rsvp."):
-        return EVENTS_EXCHANGE, ""
-    if message.type in COMMAND_ROUTES:
-        return COMMANDS_EXCHANGE, COMMAND_ROUTES[message.type]
-    raise ValueError(f"the calendar service does not publish {message.type!r}")
+
+def calendar_route(message: Envelope[Any]) -> MessageRoute:
+    """The topology's route of a message the calendar service produces.
+
+    Refused here, at write time, rather than by the broker at relay time: a
+    message the calendar may not publish would otherwise sit in the outbox.
+    """
+    route = ROUTES.get(message.type)
+    if route is None or route.publisher != PUBLISHER:
+        raise ValueError(f"the calendar service does not publish {message.type!r}")
+    return route
 
 
 class Outbox:
@@ -35,13 +41,13 @@ class Outbox:
     async def add(self, *messages: Envelope[Any]) -> None:
         rows = []
         for message in messages:
-            exchange, routing_key = route_for(message)
+            route = calendar_route(message)
             rows.append(
                 {
                     "message_id": message.message_id,
                     "message_type": message.type,
-                    "exchange": exchange,
-                    "routing_key": routing_key,
+                    "exchange": route.exchange,
+                    "routing_key": route.routing_key,
                     "body": message.model_dump_json().encode(),
                 }
             )

@@ -16,6 +16,7 @@ from email_consumer.handler import EmailHandlers, email_failed
 from email_consumer.mailer import Mailer, SmtpMailer
 from email_consumer.render import Renderer
 from shared.messaging.topology import EMAIL_COMMANDS, EMAIL_RSVP_EVENTS
+from shared.schemas import EmailSend, RsvpMessage
 from shared.service.consumer import ConsumerService, consumer_runtime, inbox_pool
 
 
@@ -43,6 +44,13 @@ async def bootstrap(
             opened.push_async_callback(mailer.aclose)
         runtime = consumer_runtime("email", "email_consumer", settings, pool)
         handlers = EmailHandlers(Renderer(settings.mail_from), mailer)
-        runtime.subscribe(EMAIL_RSVP_EVENTS, handlers.on_rsvp_event, on_dead_letter=email_failed)
-        runtime.subscribe(EMAIL_COMMANDS, handlers.on_command, on_dead_letter=email_failed)
+        runtime.subscribe(
+            EMAIL_RSVP_EVENTS,
+            handlers.on_rsvp_event,
+            accepts=RsvpMessage,
+            on_dead_letter=email_failed,
+        )
+        runtime.subscribe(
+            EMAIL_COMMANDS, handlers.on_command, accepts=EmailSend, on_dead_letter=email_failed
+        )
         yield ConsumerService(runtime)

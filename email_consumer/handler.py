@@ -12,18 +12,19 @@ from typing import Any
 
 from email_consumer.mailer import Mailer, OutgoingEmail
 from email_consumer.render import Renderer
-from shared.messaging.errors import MessagingError, PermanentError
-from shared.messaging.outcomes import delivery_failure, outcome_fields
+from shared.messaging.errors import MessagingError
+from shared.messaging.outcomes import failure_report, outcome_fields
 from shared.schemas import (
     EmailFailed,
     EmailSend,
     EmailSent,
     EmailSentPayload,
     Envelope,
-    RsvpCancelled,
-    RsvpCreated,
-    RsvpUpdated,
+    RsvpMessage,
 )
+
+#: Everything the email consumer takes: what its two queues carry.
+EmailSource = RsvpMessage | EmailSend
 
 PRODUCER = "email_consumer"
 
@@ -35,23 +36,15 @@ class EmailHandlers:
         self._renderer = renderer
         self._mailer = mailer
 
-    async def on_rsvp_event(self, message: Envelope[Any]) -> Sequence[Envelope[Any]]:
+    async def on_rsvp_event(self, message: RsvpMessage) -> Sequence[Envelope[Any]]:
         """``rsvp.created|updated|cancelled`` -> the attendee's confirmation."""
-        if not isinstance(message, RsvpCreated | RsvpUpdated | RsvpCancelled):
-            raise PermanentError(
-                f"email.rsvp_events does not take {message.type}", reason="unexpected_type"
-            )
         return await self._send(message, self._renderer.for_rsvp(message))
 
-    async def on_command(self, message: Envelope[Any]) -> Sequence[Envelope[Any]]:
+    async def on_command(self, message: EmailSend) -> Sequence[Envelope[Any]]:
         """``email.send`` -> a confirmation again, a reminder or an announcement."""
-        if not isinstance(message, EmailSend):
-            raise PermanentError(
-                f"email.commands does not take {message.type}", reason="unexpected_type"
-            )
         return await self._send(message, self._renderer.for_command(message))
 
-    async def _send(self, message: Envelope[Any], email: OutgoingEmail) -> Sequence[Envelope[Any]]:
+    async def _send(self, message: EmailSource, email: OutgoingEmail) -> Sequence[Envelope[Any]]:
         await self._mailer.send(email)
         payload = EmailSentPayload(
             **outcome_fields(message),
@@ -61,9 +54,6 @@ class EmailHandlers:
         return [EmailSent.caused_by(message, payload, producer=PRODUCER)]
 
 
-def email_failed(message: Envelope[Any], error: MessagingError) -> Sequence[Envelope[Any]]:
+def email_failed(message: EmailSource, error: MessagingError) -> Sequence[Envelope[Any]]:
     """The follow-up for a message the runtime dead-letters: the calendar shows `failed`."""
-    payload = delivery_failure(message, error)
-    if payload is None:
-        return ()
-    return [EmailFailed.caused_by(message, payload, producer=PRODUCER)]
+    return [EmailFailed.caused_by(message, failure_report(message, error), producer=PRODUCER)]

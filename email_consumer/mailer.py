@@ -1,4 +1,6 @@
-"""The door to the mail server: the ``Mailer`` port, its SMTP adapter and a fake.
+"""The door to the mail server: the ``Mailer`` port and its SMTP adapter.
+
+Unit tests use the recording fake in ``tests/fakes/senders.py``.
 
 ``SmtpMailer`` keeps a small pool of aiosmtplib connections open and reuses
 them, so a send costs one SMTP transaction, not a TCP (and TLS) handshake.
@@ -183,24 +185,6 @@ async def _transaction(client: aiosmtplib.SMTP, email: OutgoingEmail) -> str:
     if refused:  # some recipients, not all (that raises): the mail went to the others
         log.warning("SMTP server refused some recipients: %s", refused)
     return reply
-
-
-class RecordingMailer:
-    """In-memory Mailer for unit tests: records what was sent, fails on request."""
-
-    def __init__(self) -> None:
-        self.sent: list[OutgoingEmail] = []
-        self._failures: list[MessagingError] = []
-
-    def fail_next(self, error: MessagingError) -> None:
-        """Make the next send raise ``error`` (queued: call again for more)."""
-        self._failures.append(error)
-
-    async def send(self, email: OutgoingEmail) -> str:
-        if self._failures:
-            raise self._failures.pop(0)
-        self.sent.append(email)
-        return f"2.0.0 OK: queued as recorded-{len(self.sent)}"
 
 
 # -- error mapping --------------------------------------------------------------

@@ -20,6 +20,7 @@ from push_consumer.store import SubscriptionStore
 from push_consumer.vapid import VapidAuthorizations, generate_private_key, load_private_key
 from push_consumer.webpush import WebPushSender
 from shared.messaging.topology import PUSH_COMMANDS, PUSH_RSVP_EVENTS
+from shared.schemas import PushSend, RsvpMessage
 from shared.service.consumer import ConsumerService, consumer_runtime, inbox_pool
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,13 @@ async def bootstrap(
             app_url=settings.app_url,
             ttl_s=settings.push_ttl_s,
         )
-        runtime.subscribe(PUSH_RSVP_EVENTS, handlers.on_rsvp_event, on_dead_letter=push_failed)
-        runtime.subscribe(PUSH_COMMANDS, handlers.on_command, on_dead_letter=push_failed)
+        runtime.subscribe(
+            PUSH_RSVP_EVENTS,
+            handlers.on_rsvp_event,
+            accepts=RsvpMessage,
+            on_dead_letter=push_failed,
+        )
+        runtime.subscribe(
+            PUSH_COMMANDS, handlers.on_command, accepts=PushSend, on_dead_letter=push_failed
+        )
         yield ConsumerService(runtime)

@@ -14,7 +14,7 @@ Idempotency per subscription. The runtime's inbox makes a *message*
 effectively-once, but only once its handler succeeds; a transient failure
 on one subscription retries the whole message. So before raising it the
 handler records the subscriptions that did accept the push in the
-consumer's own ``push_deliveries`` table, and the retry skips them: a
+consumer's own sent-devices ledger (``push_deliveries``), and the retry skips them: a
 phone that got the push is not buzzed again because a laptop's push
 service answered 503. Those rows are written only on that path; when every
 push succeeds the inbox record alone is enough, which keeps the common case
@@ -32,26 +32,25 @@ from typing import Any, Literal
 from uuid import UUID
 
 from push_consumer.notification import notification_for
-from push_consumer.store import Subscription, SubscriptionStore
-from push_consumer.webpush import SubscriptionGone, WebPushSender
+from push_consumer.store import SubscriptionStore, UserDevice
+from push_consumer.webpush import PushSender, SubscriptionGone
 from shared.messaging.errors import MessagingError, PermanentError, TransientError
-from shared.messaging.outcomes import delivery_failure, outcome_fields
+from shared.messaging.outcomes import failure_report, outcome_fields
 from shared.schemas import (
     Envelope,
-    NotificationCommand,
     PushFailed,
     PushSend,
     PushSent,
     PushSentPayload,
     PushSubscriptionExpired,
-    RsvpCancelled,
-    RsvpCreated,
-    RsvpPayload,
-    RsvpUpdated,
+    RsvpMessage,
     SubscriptionExpiredPayload,
 )
 
 PRODUCER = "push_consumer"
+
+#: Everything the push consumer takes: what its two queues carry.
+PushSource = RsvpMessage | PushSend
 
 
 class PushRejected(PermanentError):
@@ -72,38 +71,30 @@ class PushHandlers:
     """The push consumer's handlers, bound to its subscription store and sender."""
 
     def __init__(
-        self, store: SubscriptionStore, sender: WebPushSender, *, app_url: str, ttl_s: int
+        self, store: SubscriptionStore, sender: PushSender, *, app_url: str, ttl_s: int
     ) -> None:
         self._store = store
         self._sender = sender
         self._app_url = app_url
         self._ttl_s = ttl_s
 
-    async def on_rsvp_event(self, message: Envelope[Any]) -> Sequence[Envelope[Any]]:
+    async def on_rsvp_event(self, message: RsvpMessage) -> Sequence[Envelope[Any]]:
         """``rsvp.created|updated|cancelled`` -> a push to the attendee."""
-        if not isinstance(message, RsvpCreated | RsvpUpdated | RsvpCancelled):
-            raise PermanentError(
-                f"push.rsvp_events does not take {message.type}", reason="unexpected_type"
-            )
-        return await self._push(message, _recipient(message.data))
+        return await self._push(message, message.data.attendee.user_id)
 
-    async def on_command(self, message: Envelope[Any]) -> Sequence[Envelope[Any]]:
+    async def on_command(self, message: PushSend) -> Sequence[Envelope[Any]]:
         """``push.send`` -> a confirmation again, a reminder or an announcement."""
-        if not isinstance(message, PushSend):
-            raise PermanentError(
-                f"push.commands does not take {message.type}", reason="unexpected_type"
-            )
-        return await self._push(message, _recipient(message.data))
+        return await self._push(message, message.data.recipient.user_id)
 
-    async def _push(self, message: Envelope[Any], user_id: UUID) -> Sequence[Envelope[Any]]:
-        subscriptions = await self._store.for_message(user_id, message.message_id)
+    async def _push(self, message: PushSource, user_id: UUID) -> Sequence[Envelope[Any]]:
+        subscriptions = await self._store.devices_for(user_id, message.message_id)
         if not subscriptions:
             return [_push_sent(message, "skipped", delivered=0)]
         notification, urgency = notification_for(message, self._app_url)
         plaintext = notification.to_bytes()
-        pending = [s for s in subscriptions if not s.delivered]
+        pending = [s for s in subscriptions if not s.already_sent]
 
-        async def send(subscription: Subscription) -> MessagingError | None:
+        async def send(subscription: UserDevice) -> MessagingError | None:
             try:
                 await self._sender.send(
                     subscription.target,
@@ -122,7 +113,7 @@ class PushHandlers:
 
         transient = [e for e in errors if isinstance(e, TransientError)]
         if transient:
-            await self._store.record_delivered(
+            await self._store.record_sent_devices(
                 message.message_id, [s.target.subscription_id for s in delivered_now]
             )
             raise _retry_all(transient, len(pending))
@@ -140,17 +131,11 @@ class PushHandlers:
         return [_push_sent(message, "skipped", delivered=0), *expired]
 
 
-def push_failed(message: Envelope[Any], error: MessagingError) -> Sequence[Envelope[Any]]:
+def push_failed(message: PushSource, error: MessagingError) -> Sequence[Envelope[Any]]:
     """The follow-ups of a message the runtime dead-letters: the calendar shows `failed`."""
     expired = error.expired if isinstance(error, PushRejected) else []
-    payload = delivery_failure(message, error)
-    if payload is None:
-        return expired
+    payload = failure_report(message, error)
     return [PushFailed.caused_by(message, payload, producer=PRODUCER), *expired]
-
-
-def _recipient(data: RsvpPayload | NotificationCommand) -> UUID:
-    return data.attendee.user_id if isinstance(data, RsvpPayload) else data.recipient.user_id
 
 
 def _retry_all(errors: Sequence[TransientError], attempted: int) -> TransientError:
@@ -165,14 +150,14 @@ def _retry_all(errors: Sequence[TransientError], attempted: int) -> TransientErr
 
 
 def _push_sent(
-    message: Envelope[Any], status: Literal["sent", "skipped"], *, delivered: int
+    message: PushSource, status: Literal["sent", "skipped"], *, delivered: int
 ) -> PushSent:
     payload = PushSentPayload(**outcome_fields(message), status=status, delivered=delivered)
     return PushSent.caused_by(message, payload, producer=PRODUCER)
 
 
 def _expired(
-    message: Envelope[Any], user_id: UUID, subscription: Subscription, error: SubscriptionGone
+    message: PushSource, user_id: UUID, subscription: UserDevice, error: SubscriptionGone
 ) -> PushSubscriptionExpired:
     payload = SubscriptionExpiredPayload(
         user_id=user_id,

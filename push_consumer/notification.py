@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import orjson
@@ -10,7 +9,7 @@ from pydantic import BaseModel
 
 from push_consumer.webpush import Urgency
 from shared.messaging.errors import PermanentError
-from shared.schemas import Envelope, NotificationCommand, RsvpPayload
+from shared.schemas import PushSend, RsvpMessage, RsvpPayload
 
 #: Notifications show a few lines; this also keeps the payload far below 4 kB in UTF-8.
 _BODY_LIMIT = 600
@@ -36,30 +35,28 @@ class Notification(BaseModel):
         return orjson.dumps(self.model_dump(mode="json"))
 
 
-def notification_for(message: Envelope[Any], app_url: str) -> tuple[Notification, Urgency]:
+def notification_for(message: RsvpMessage | PushSend, app_url: str) -> tuple[Notification, Urgency]:
     """The notification for an RSVP event or a ``push.send`` command, and how urgent it is."""
     data = message.data
     if isinstance(data, RsvpPayload):
         title = _RSVP_TITLES[data.status].format(title=data.event.title)
         body = _when_and_where(data.event.starts_at.strftime("%a %d %b %H:%M UTC"), data)
         return _notification(title, body, data.event.event_id, app_url, "confirmation"), "normal"
-    if isinstance(data, NotificationCommand):
-        event = data.event
-        if data.kind == "announcement":
-            if not data.body:
-                raise PermanentError("announcement without a body", reason="invalid_command")
-            title, body = data.subject or f"News about {event.title}", data.body
-        elif data.kind == "reminder":
-            title = f"Reminder: {event.title}"
-            body = f"Starts {event.starts_at.strftime('%a %d %b %H:%M UTC')}"
-        else:
-            status = data.status or "going"
-            title = _RSVP_TITLES.get(status, "{title}").format(title=event.title)
-            body = f"Starts {event.starts_at.strftime('%a %d %b %H:%M UTC')}"
-        # a reminder is only worth something before the event: wake the device for it
-        urgency: Urgency = "high" if data.kind == "reminder" else "normal"
-        return _notification(title, body, event.event_id, app_url, data.kind), urgency
-    raise PermanentError(f"no push for {message.type}", reason="unexpected_type")
+    event = data.event
+    if data.kind == "announcement":
+        if not data.body:
+            raise PermanentError("announcement without a body", reason="invalid_command")
+        title, body = data.subject or f"News about {event.title}", data.body
+    elif data.kind == "reminder":
+        title = f"Reminder: {event.title}"
+        body = f"Starts {event.starts_at.strftime('%a %d %b %H:%M UTC')}"
+    else:
+        status = data.status or "going"
+        title = _RSVP_TITLES.get(status, "{title}").format(title=event.title)
+        body = f"Starts {event.starts_at.strftime('%a %d %b %H:%M UTC')}"
+    # a reminder is only worth something before the event: wake the device for it
+    urgency: Urgency = "high" if data.kind == "reminder" else "normal"
+    return _notification(title, body, event.event_id, app_url, data.kind), urgency
 
 
 def _when_and_where(when: str, data: RsvpPayload) -> str:

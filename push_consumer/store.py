@@ -1,9 +1,10 @@
-"""The push consumer's database access: the calendar's subscriptions (read) and its own ledger.
+"""The push consumer's database access: the calendar's subscriptions (read) and its device ledger.
 
 It reads ``push_subscriptions`` and never writes it: a subscription a push
 service calls gone is reported with ``push.subscription_expired`` and the
-calendar service deletes it. It writes only ``push_deliveries``, its own
-record of the subscriptions a message has already reached.
+calendar service deletes it. It writes only its sent-devices ledger (the
+``push_deliveries`` table): which subscriptions a message has already
+reached, so a retry of that message skips them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncpg
 from push_consumer.webpush import PushTarget
 
 _SUBSCRIPTIONS = """
-SELECT s.id, s.endpoint, s.p256dh, s.auth, d.subscription_id IS NOT NULL AS delivered
+SELECT s.id, s.endpoint, s.p256dh, s.auth, d.subscription_id IS NOT NULL AS already_sent
 FROM push_subscriptions s
 LEFT JOIN push_deliveries d
        ON d.consumer = $2 AND d.message_id = $3 AND d.subscription_id = s.id
@@ -32,29 +33,33 @@ ON CONFLICT DO NOTHING
 
 
 @dataclass(frozen=True, slots=True)
-class Subscription:
+class UserDevice:
+    """One of a user's push subscriptions, as seen for one message."""
+
     target: PushTarget
-    #: this message already reached it, in an earlier attempt
-    delivered: bool
+    #: this message already reached it, in an earlier attempt (the device ledger says so)
+    already_sent: bool
 
 
 class SubscriptionStore:
+    """Reads a user's subscriptions and keeps the sent-devices ledger, keyed by ``ledger``."""
+
     def __init__(self, pool: asyncpg.Pool, *, ledger: str) -> None:
         self._pool = pool
         self._ledger = ledger
 
-    async def for_message(self, user_id: UUID, message_id: UUID) -> list[Subscription]:
+    async def devices_for(self, user_id: UUID, message_id: UUID) -> list[UserDevice]:
         """The user's subscriptions, each marked if ``message_id`` already reached it."""
         rows = await self._pool.fetch(_SUBSCRIPTIONS, user_id, self._ledger, message_id)
         return [
-            Subscription(
+            UserDevice(
                 PushTarget(row["id"], row["endpoint"], row["p256dh"], row["auth"]),
-                delivered=row["delivered"],
+                already_sent=row["already_sent"],
             )
             for row in rows
         ]
 
-    async def record_delivered(self, message_id: UUID, subscription_ids: Sequence[UUID]) -> None:
-        """Remember that ``message_id`` reached these subscriptions (before a retry)."""
+    async def record_sent_devices(self, message_id: UUID, subscription_ids: Sequence[UUID]) -> None:
+        """Write to the ledger that ``message_id`` reached these subscriptions (before a retry)."""
         if subscription_ids:
             await self._pool.execute(_RECORD, self._ledger, message_id, list(subscription_ids))

@@ -23,7 +23,7 @@ import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Literal, Protocol
 from uuid import UUID
 
 import http_ece
@@ -101,6 +101,26 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+
+
+class PushSender(Protocol):
+    """The port the push handler sends through; :class:`WebPushSender` is the real one."""
+
+    async def send(
+        self,
+        target: PushTarget,
+        plaintext: bytes,
+        *,
+        ttl_s: int,
+        urgency: Urgency = "normal",
+        topic: str | None = None,
+    ) -> int:
+        """Push ``plaintext`` to ``target``; the 2xx status.
+
+        Raises SubscriptionGone, TransientError or PermanentError, never an
+        HTTP library's exception.
+        """
+        ...
 
 
 class WebPushSender:

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from calendar_service.api.deps import AdminUser, ContainerDep
 from shared.dlq.office import BadCursor, BrokerRefused, DeadLetterOffice, UnknownQueue
-from shared.dlq.passes import QueueBusy, Route
+from shared.dlq.passes import QueueBusy, ReplayTarget
 from shared.dlq.selection import Filter
 from shared.dlq.views import letter_as_dict
 
@@ -140,7 +140,7 @@ async def replay_dead_letters(
             limit=request.limit,
             rate=request.rate,
             dry_run=request.dry_run,
-            route=Route(request.route),
+            route=ReplayTarget(request.route),
         )
     return {"matched": outcome.matched, "replayed": outcome.replayed}
 

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from shared.dlq.office import BrokerRefused, DeadLetterOffice, QueueDepth, UnknownQueue
-from shared.dlq.passes import DEFAULT_WINDOW, PassCounts, QueueBusy, Route
+from shared.dlq.passes import DEFAULT_WINDOW, PassCounts, QueueBusy, ReplayTarget
 from shared.dlq.selection import Filter
 from shared.dlq.views import letter_as_dict, letters_table
 from shared.settings import ServiceSettings
@@ -210,7 +210,7 @@ def replay(
     """Send the picked messages of QUEUE back to their origin queue, attempts reset."""
     selection = _filter(type_, reason, message_id, since, until)
     _check(queue)
-    route = Route.EXCHANGE if via_exchange else Route.QUEUE
+    route = ReplayTarget.EXCHANGE if via_exchange else ReplayTarget.QUEUE
     if not dry_run and not yes:
         what = "every message" if selection.is_empty else "the matching messages"
         where = "their original exchange" if via_exchange else "their origin queue"

@@ -29,7 +29,7 @@ from shared.dlq.passes import (
     PassCounts,
     Progress,
     QueueBusy,
-    Route,
+    ReplayTarget,
     run_pass,
 )
 from shared.dlq.ratelimit import TokenBucket
@@ -173,7 +173,7 @@ class DeadLetterOffice:
         *,
         rate: float | None = None,
         on_progress: Progress | None = None,
-        route: Route = Route.QUEUE,
+        route: ReplayTarget = ReplayTarget.QUEUE,
     ) -> PassCounts:
         """One pass over ``queue``; a second one waits a little, then is refused."""
         lock = self._queue_locks.setdefault(queue, asyncio.Lock())
@@ -229,11 +229,11 @@ class DeadLetterOffice:
         rate: float | None = None,
         dry_run: bool = False,
         on_progress: Progress | None = None,
-        route: Route = Route.QUEUE,
+        route: ReplayTarget = ReplayTarget.QUEUE,
     ) -> ReplayOutcome:
         """Replay the picked messages to their origin queue; a dry run only counts them.
 
-        ``route=Route.EXCHANGE`` publishes through the original exchange and
+        ``route=ReplayTarget.EXCHANGE`` publishes through the original exchange and
         routing key instead (a fanout exchange then reaches every bound queue).
         """
         self.origin_of(queue)

@@ -11,7 +11,7 @@ pass never gives a message back. It counts the messages present (a passive
 declare), takes exactly that many in order, and for each one publishes a
 copy with publisher confirms before it acks the original:
 
-* REPLAY: to its origin queue (or, with :attr:`Route.EXCHANGE`, through its
+* REPLAY: to its origin queue (or, with :attr:`ReplayTarget.EXCHANGE`, through its
   original exchange and routing key), with replay headers;
 * KEEP: to the back of the same DLQ, unchanged;
 * DROP: nowhere (the ack alone removes it).
@@ -77,7 +77,7 @@ class Action(enum.Enum):
 Decide = Callable[[DeadLetter], Action]
 
 
-class Route(enum.Enum):
+class ReplayTarget(enum.Enum):
     """Where a replayed copy is published."""
 
     #: to the origin queue alone, through the default exchange (the default)
@@ -114,7 +114,7 @@ async def run_pass(
     window: int = DEFAULT_WINDOW,
     rate: TokenBucket | None = None,
     on_progress: Progress | None = None,
-    route: Route = Route.QUEUE,
+    route: ReplayTarget = ReplayTarget.QUEUE,
 ) -> PassCounts:
     """Run one pass; returns what it did. Raises if a publish is not confirmed."""
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -143,7 +143,7 @@ class _Pass:
         window: int,
         rate: TokenBucket | None,
         on_progress: Progress | None,
-        route: Route,
+        route: ReplayTarget,
     ) -> None:
         self._channel = channel
         self._route = route
@@ -236,7 +236,7 @@ class _Pass:
             if self._rate is not None:
                 await self._rate.acquire()
             copy = republished(message, replay_headers(letter))
-            if self._route is Route.EXCHANGE:
+            if self._route is ReplayTarget.EXCHANGE:
                 exchange, routing_key = letter.original_exchange, letter.original_routing_key
             else:
                 exchange, routing_key = "", letter.original_queue

@@ -8,6 +8,7 @@ is settled again after growing pauses (:data:`SETTLE_PAUSES_S`), and only
 then returned to its queue (nack with requeue).
 
     body does not validate        -> dlx, reason invalid_message
+    type the subscription refuses -> dlx, reason unexpected_type
     claimed by another worker     -> retry tier (it comes back as a duplicate)
     message id already in inbox   -> republish stored follow-ups
     handler returns follow-ups    -> inbox record, publish follow-ups
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -28,9 +30,8 @@ from shared.messaging.failures import FailureRouting
 from shared.messaging.followups import with_followup_ids
 from shared.messaging.inbox import Inbox
 from shared.messaging.metrics import RuntimeMetrics
-from shared.messaging.publisher import Publisher
+from shared.messaging.publisher import Publisher, publish_routed
 from shared.messaging.subscription import Subscription
-from shared.messaging.topology import FOLLOWUPS_EXCHANGE
 from shared.schemas import InvalidMessage, parse_message
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,12 @@ log = logging.getLogger(__name__)
 SETTLE_PAUSES_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
-class Delivery:
-    """Handles the deliveries of one subscription; one instance per subscription."""
+class DeliveryProcessor:
+    """Settles the AMQP deliveries of one subscription; one instance per subscription."""
 
     def __init__(
         self,
-        subscription: Subscription,
+        subscription: Subscription[Any],
         *,
         inbox: Inbox,
         publisher: Publisher,
@@ -94,8 +95,14 @@ class Delivery:
         try:
             envelope = parse_message(message.body)
         except InvalidMessage as exc:
-            error = InvalidMessageError(str(exc))
-            await self._failures.dead_letter(message, None, error, reason=error.reason)
+            invalid = InvalidMessageError(str(exc))
+            await self._failures.dead_letter(message, None, invalid, reason=invalid.reason)
+            return
+        if not self._sub.takes(envelope):
+            unexpected = self._sub.unexpected(envelope)
+            await self._failures.dead_letter(
+                message, envelope, unexpected, reason=unexpected.reason
+            )
             return
         try:
             async with self._inbox.claim(self._sub.consumer, envelope.message_id) as claim:
@@ -126,8 +133,7 @@ class Delivery:
 
     async def _publish_followups(self, bodies: Sequence[bytes]) -> None:
         for body in bodies:
-            followup = stored_body_to_amqp(body)
-            await self._publisher.publish_raw(followup, FOLLOWUPS_EXCHANGE, followup.type or "")
+            await publish_routed(self._publisher, stored_body_to_amqp(body))
 
 
 async def _ack(message: AbstractIncomingMessage) -> None:

@@ -19,10 +19,10 @@ from shared.messaging.codec import attempts_of, envelope_to_amqp, log_context, r
 from shared.messaging.errors import MessagingError, PermanentError, TransientError
 from shared.messaging.followups import with_followup_ids
 from shared.messaging.metrics import QueueMetrics
-from shared.messaging.publisher import Publisher
-from shared.messaging.retries import retry_delay_for, retry_queue_for_delay
+from shared.messaging.publisher import Publisher, publish_routed
+from shared.messaging.retries import retry_delay_for
 from shared.messaging.subscription import Subscription
-from shared.messaging.topology import DEAD_LETTER_EXCHANGE, FOLLOWUPS_EXCHANGE
+from shared.messaging.topology import DEAD_LETTER_EXCHANGE
 from shared.schemas import Envelope
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class FailureRouting:
 
     def __init__(
         self,
-        subscription: Subscription,
+        subscription: Subscription[Any],
         *,
         publisher: Publisher,
         metrics: QueueMetrics,
@@ -70,7 +70,7 @@ class FailureRouting:
         await self._publisher.publish_raw(
             republished(message, headers),
             self._sub.queue.retry_exchange,
-            retry_queue_for_delay(self._sub.queue, delay),
+            self._sub.queue.retry_queue(delay),
         )
         self._metrics.retried.inc()
         log.warning(
@@ -92,9 +92,7 @@ class FailureRouting:
         """Publish the failure follow-ups, then the message itself to ``<queue>.dlq``."""
         if envelope is not None:
             for followup in self._failure_followups(message, envelope, error, reason):
-                await self._publisher.publish_raw(
-                    envelope_to_amqp(followup), FOLLOWUPS_EXCHANGE, followup.type
-                )
+                await publish_routed(self._publisher, envelope_to_amqp(followup))
         headers = faults.fault_headers(
             message.headers,
             reason=reason,
@@ -121,8 +119,8 @@ class FailureRouting:
         error: Exception,
         reason: str,
     ) -> list[Envelope[Any]]:
-        if self._sub.on_dead_letter is None:
-            return []
+        if self._sub.on_dead_letter is None or not self._sub.takes(envelope):
+            return []  # a type the handler does not take has no follow-ups either
         try:
             followups = self._sub.on_dead_letter(envelope, _as_messaging_error(error, reason))
         except Exception:
@@ -145,6 +143,6 @@ def _as_messaging_error(error: Exception, reason: str) -> MessagingError:
     return wrapped
 
 
-def _route(message: AbstractIncomingMessage) -> faults.Route:
-    delivered_via = faults.Route(message.exchange or "", message.routing_key or "")
+def _route(message: AbstractIncomingMessage) -> faults.SourceRoute:
+    delivered_via = faults.SourceRoute(message.exchange or "", message.routing_key or "")
     return faults.original_route(message.headers, delivered_via)

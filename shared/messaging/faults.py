@@ -35,7 +35,7 @@ INVALID_MESSAGE = "invalid_message"
 
 
 @dataclass(frozen=True)
-class Route:
+class SourceRoute:
     """Where a delivery came from: the exchange and routing key it was published with."""
 
     exchange: str
@@ -53,7 +53,7 @@ def describe(error: BaseException) -> str:
     return truncated(f"{name}: {text}" if text else name)
 
 
-def original_route(headers: Mapping[str, FieldValue], delivered_via: Route) -> Route:
+def original_route(headers: Mapping[str, FieldValue], delivered_via: SourceRoute) -> SourceRoute:
     """The first route a message took: kept in headers once it has been retried.
 
     A retried message comes back through the default exchange with the queue
@@ -62,12 +62,12 @@ def original_route(headers: Mapping[str, FieldValue], delivered_via: Route) -> R
     exchange = headers.get(ORIGINAL_EXCHANGE)
     routing_key = headers.get(ORIGINAL_ROUTING_KEY)
     if isinstance(exchange, str) and isinstance(routing_key, str):
-        return Route(exchange, routing_key)
+        return SourceRoute(exchange, routing_key)
     return delivered_via
 
 
 def retry_headers(
-    headers: Mapping[str, FieldValue], *, attempts: int, route: Route, error: BaseException
+    headers: Mapping[str, FieldValue], *, attempts: int, route: SourceRoute, error: BaseException
 ) -> HeadersType:
     """Headers for the copy that waits in a delay queue before the next attempt."""
     return {
@@ -85,7 +85,7 @@ def fault_headers(
     reason: str,
     error: BaseException,
     attempts: int,
-    route: Route,
+    route: SourceRoute,
     queue: str,
     failed_at: datetime | None = None,
 ) -> HeadersType:

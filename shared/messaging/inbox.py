@@ -32,10 +32,13 @@ CREATE TABLE IF NOT EXISTS consumer_inbox (
     PRIMARY KEY (consumer, message_id)
 )
 """
-"""The table behind :class:`PostgresInbox`.
+"""The table behind :class:`PostgresInbox`, as far as the inbox needs it.
 
-In production the calendar service's alembic migration creates exactly this
-table; :meth:`PostgresInbox.ensure_schema` exists for tests and tools.
+In production the calendar service's alembic migration creates the table
+(0001), with stricter columns (``consumer varchar(64)``, ``handled_at`` and
+``followups`` NOT NULL, ``followups`` defaulting to ``[]``) and an index on
+``handled_at``; :meth:`PostgresInbox.ensure_schema` creates this lighter
+version for tests and tools.
 ``followups`` is a JSON array of strings, each a follow-up body as published,
 so republishing sends the very same bytes. Old rows may be deleted by
 ``handled_at`` once no redelivery or replay of them is expected.
@@ -161,42 +164,3 @@ class PostgresInbox:
 
     async def record(self, consumer: str, message_id: UUID, followups: list[bytes]) -> None:
         await self._pool.execute(_RECORD, consumer, message_id, _encode(followups))
-
-
-@dataclass
-class _MemoryClaim:
-    inbox: MemoryInbox
-    key: tuple[str, UUID]
-    followups: list[bytes] | None
-    busy: bool
-
-    async def record(self, followups: list[bytes]) -> None:
-        self.inbox.handled.setdefault(self.key, list(followups))
-
-
-class MemoryInbox:
-    """An in-memory inbox for unit tests; forgets everything with the process."""
-
-    def __init__(self) -> None:
-        self.handled: dict[tuple[str, UUID], list[bytes]] = {}
-        self._held: set[tuple[str, UUID]] = set()
-
-    @asynccontextmanager
-    async def claim(self, consumer: str, message_id: UUID) -> AsyncIterator[Claim]:
-        key = (consumer, message_id)
-        busy = key in self._held
-        stored = self.handled.get(key)
-        if not busy:
-            self._held.add(key)
-        try:
-            yield _MemoryClaim(self, key, None if stored is None else list(stored), busy)
-        finally:
-            if not busy:
-                self._held.discard(key)
-
-    async def seen(self, consumer: str, message_id: UUID) -> list[bytes] | None:
-        stored = self.handled.get((consumer, message_id))
-        return None if stored is None else list(stored)
-
-    async def record(self, consumer: str, message_id: UUID, followups: list[bytes]) -> None:
-        self.handled.setdefault((consumer, message_id), list(followups))

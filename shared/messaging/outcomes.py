@@ -1,4 +1,4 @@
-"""What a delivery follow-up says about the message it reports on, for every consumer.
+"""What a notification's follow-up says about the message it reports on, for every consumer.
 
 The email and push consumers report on the same two kinds of message (an
 RSVP event, a notification command) with the same fields; only the
@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.messaging.errors import MessagingError, PermanentError
-from shared.schemas import DeliveryFailedPayload, Envelope, NotificationCommand, RsvpPayload
+from shared.messaging.errors import MessagingError
+from shared.schemas import CommandMessage, DeliveryFailedPayload, RsvpMessage, RsvpPayload
+
+#: What a notification consumer takes and reports on: an RSVP event or a command.
+NotificationSource = RsvpMessage | CommandMessage
 
 
-def outcome_fields(message: Envelope[Any]) -> dict[str, Any]:
-    """The ``DeliveryOutcome`` fields of a follow-up about ``message``.
-
-    Raises PermanentError for a message that is neither an RSVP event nor a
-    notification command: there is no delivery to report on.
-    """
+def outcome_fields(message: NotificationSource) -> dict[str, Any]:
+    """The ``DeliveryOutcome`` fields of a follow-up about ``message``."""
     data = message.data
     common: dict[str, Any] = {
         "source_message_id": message.message_id,
@@ -33,26 +32,18 @@ def outcome_fields(message: Envelope[Any]) -> dict[str, Any]:
             "rsvp_id": data.rsvp_id,
             "rsvp_version": data.version,
         }
-    if isinstance(data, NotificationCommand):
-        return {
-            **common,
-            "kind": data.kind,
-            "user_id": data.recipient.user_id,
-            "event_id": data.event.event_id,
-            "rsvp_id": data.rsvp_id,
-            "rsvp_version": data.rsvp_version,
-            "announcement_id": data.announcement_id,
-        }
-    raise PermanentError(f"no delivery to report for {message.type}", reason="unexpected_type")
+    return {
+        **common,
+        "kind": data.kind,
+        "user_id": data.recipient.user_id,
+        "event_id": data.event.event_id,
+        "rsvp_id": data.rsvp_id,
+        "rsvp_version": data.rsvp_version,
+        "announcement_id": data.announcement_id,
+    }
 
 
-def delivery_failure(message: Envelope[Any], error: MessagingError) -> DeliveryFailedPayload | None:
-    """The payload of an ``email.failed`` / ``push.failed`` for a dead-lettered ``message``.
-
-    None when the message reports on no delivery (it had an unexpected type).
-    """
-    try:
-        fields = outcome_fields(message)
-    except PermanentError:
-        return None
+def failure_report(message: NotificationSource, error: MessagingError) -> DeliveryFailedPayload:
+    """The payload of an ``email.failed`` / ``push.failed`` for a dead-lettered ``message``."""
+    fields = outcome_fields(message)
     return DeliveryFailedPayload(**fields, reason=error.reason[:200], error=str(error)[:2000])

@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractMessage, Hea
 from aio_pika.exceptions import DeliveryError, PublishError
 
 from shared.messaging.codec import envelope_to_amqp
+from shared.messaging.topology import route_of
 from shared.schemas import Envelope
 
 #: How long to wait for a confirm before giving the message up as unpublished.
@@ -71,3 +72,9 @@ class Publisher:
             exchange = await self._channel.get_exchange(name, ensure=False)
             self._exchanges[name] = exchange
         return exchange
+
+
+async def publish_routed(publisher: Publisher, message: AbstractMessage) -> None:
+    """Publish a ready-made message (a follow-up) on the topology's route for its type."""
+    route = route_of(message.type or "")
+    await publisher.publish_raw(message, route.exchange, route.routing_key)

@@ -1,6 +1,8 @@
-"""Which delay queue a failed message waits in before its next attempt (design §6.4).
+"""How long a failed message waits before its next attempt (design §6.4).
 
-The delays are the topology's retry tiers; there is no other timer. A
+The delays are the topology's retry tiers (:data:`RETRY_DELAYS_S`), and the
+queue that waits each one is :meth:`WorkQueue.retry_queue`; there is no other
+timer. A
 ``retry_after`` from the failing service (``429 Retry-After``, SMTP 421 …)
 can only lengthen the wait, never shorten it below the tier the attempt
 count has reached.
@@ -8,7 +10,7 @@ count has reached.
 
 from __future__ import annotations
 
-from shared.messaging.topology import RETRY_DELAYS_S, WorkQueue
+from shared.messaging.topology import RETRY_DELAYS_S
 
 
 def retry_delay_for(failed_attempts: int, retry_after: float | None = None) -> int | None:
@@ -25,11 +27,3 @@ def retry_delay_for(failed_attempts: int, retry_after: float | None = None) -> i
     if retry_after is not None and retry_after > delay:
         delay = next((tier for tier in RETRY_DELAYS_S if tier >= retry_after), RETRY_DELAYS_S[-1])
     return delay
-
-
-def retry_queue_for_delay(queue: WorkQueue, delay_s: int) -> str:
-    """The name (and routing key) of ``queue``'s delay queue with ``delay_s``."""
-    for name, tier in queue.retry_queues:
-        if tier == delay_s:
-            return name
-    raise ValueError(f"{queue.name} has no {delay_s}s retry queue")

@@ -9,7 +9,9 @@ Start-up and shut-down live in :meth:`ConsumerRuntime.run`, so every
 connection, channel and server it opens is closed in the same place::
 
     runtime = ConsumerRuntime("email", settings.amqp_url, inbox=inbox, producer="email_consumer")
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handle_rsvp_event, on_dead_letter=email_failed)
+    runtime.subscribe(
+        EMAIL_RSVP_EVENTS, handle_rsvp_event, accepts=RsvpMessage, on_dead_letter=email_failed
+    )
     await runtime.run()  # until runtime.stop()
 
 A process runs it through ``shared.service`` (``ConsumerService``), which
@@ -21,17 +23,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from shared.messaging.delivery import Delivery, return_to_queue
+from shared.messaging.delivery import DeliveryProcessor, return_to_queue
 from shared.messaging.health import HealthServer
 from shared.messaging.inbox import Inbox
 from shared.messaging.metrics import RuntimeMetrics
 from shared.messaging.publisher import Publisher
-from shared.messaging.subscription import DeadLetterFollowups, Handler, Subscription
+from shared.messaging.subscription import (
+    DeadLetterFollowups,
+    Handler,
+    M,
+    Subscription,
+    message_classes,
+)
 from shared.messaging.topology import WorkQueue
 from shared.service.broker import connect_broker
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm
 
 __all__ = ["ConsumerRuntime", "DeadLetterFollowups", "Handler"]
 
@@ -73,7 +85,7 @@ class ConsumerRuntime:
         self._inbox = inbox
         self._prefetch = prefetch
         self._grace_period_s = grace_period_s
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: list[Subscription[Any]] = []
         self._slots = asyncio.Semaphore(concurrency)
         self._stop_requested = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
@@ -90,13 +102,23 @@ class ConsumerRuntime:
     def subscribe(
         self,
         queue: WorkQueue,
-        handler: Handler,
+        handler: Handler[M],
         *,
-        on_dead_letter: DeadLetterFollowups | None = None,
+        accepts: TypeForm[M],
+        on_dead_letter: DeadLetterFollowups[M] | None = None,
     ) -> None:
-        """Consume ``queue`` with ``handler``; call before :meth:`run`."""
+        """Consume ``queue`` with ``handler``; call before :meth:`run`.
+
+        ``accepts`` is the handler's message class, or a union of them
+        (``RsvpMessage``): only those reach the handler (and
+        ``on_dead_letter``); any other valid message is dead-lettered with
+        reason ``unexpected_type``.
+        """
         consumer = f"{self.name}/{queue.name}"
-        self._subscriptions.append(Subscription(queue, handler, on_dead_letter, consumer))
+        subscription = Subscription(
+            queue, message_classes(accepts), handler, on_dead_letter, consumer
+        )
+        self._subscriptions.append(subscription)
 
     @property
     def ready(self) -> bool:
@@ -144,7 +166,7 @@ class ConsumerRuntime:
         publisher = Publisher(publishing)
         consumers = []
         for subscription in self._subscriptions:
-            delivery = Delivery(
+            processor = DeliveryProcessor(
                 subscription,
                 inbox=self._inbox,
                 publisher=publisher,
@@ -153,7 +175,7 @@ class ConsumerRuntime:
             )
             # passive and robust: checked, never declared, and re-consumed after a reconnect
             queue = await consuming.declare_queue(subscription.queue.name, passive=True)
-            tag = await queue.consume(partial(self._on_delivery, delivery))
+            tag = await queue.consume(partial(self._on_delivery, processor))
             consumers.append((queue, tag))
         self._consuming = True
         log.info("runtime %s consuming %s", self.name, [q.name for q, _ in consumers])
@@ -168,16 +190,20 @@ class ConsumerRuntime:
                 log.warning("could not cancel consumer of %s", queue.name, exc_info=True)
         await self._drain()
 
-    async def _on_delivery(self, delivery: Delivery, message: AbstractIncomingMessage) -> None:
+    async def _on_delivery(
+        self, processor: DeliveryProcessor, message: AbstractIncomingMessage
+    ) -> None:
         # aiormq cancels its own callback tasks when a channel closes; running
         # the message in a task of ours lets a handler finish through a reconnect.
-        task = asyncio.create_task(self._process(delivery, message))
+        task = asyncio.create_task(self._process(processor, message))
         self._in_flight.add(task)
         self._waiting.add(task)
         task.add_done_callback(self._in_flight.discard)
         task.add_done_callback(self._waiting.discard)
 
-    async def _process(self, delivery: Delivery, message: AbstractIncomingMessage) -> None:
+    async def _process(
+        self, processor: DeliveryProcessor, message: AbstractIncomingMessage
+    ) -> None:
         try:
             await self._slots.acquire()
         except asyncio.CancelledError:
@@ -189,7 +215,7 @@ class ConsumerRuntime:
             if self._draining:
                 await return_to_queue(message)
                 return
-            await delivery.process(message)
+            await processor.process(message)
         finally:
             self._slots.release()
 

@@ -3,7 +3,9 @@
 ``broker/definitions.json`` is generated from this module
 (``python -m shared.messaging.definitions``); code that publishes or
 consumes takes exchange, queue and routing-key names from here, never as
-string literals of its own.
+string literals of its own. :data:`ROUTES` is the one table of where each
+message type is published and by whom: the outbox, the consumers' follow-up
+publishing and the AsyncAPI export all read it.
 
 Each work queue is a quorum queue with a delivery limit (poison messages are
 stopped by the broker) and at-least-once dead-lettering into ``dlx`` with the
@@ -16,7 +18,20 @@ message parked there comes back to where it failed once its delay is over.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, get_args
+
+from shared.schemas.envelope import Envelope
+from shared.schemas.messages import (
+    EmailFailed,
+    EmailSend,
+    EmailSent,
+    PushFailed,
+    PushSend,
+    PushSent,
+    PushSubscriptionExpired,
+    RsvpMessage,
+    message_type,
+)
 
 VHOST = "rsvp"
 
@@ -63,13 +78,16 @@ class WorkQueue:
     def dead_letter_queue(self) -> str:
         return f"{self.name}.dlq"
 
-    def retry_queue(self, attempt: int) -> str:
-        """The delay queue a message enters after failing ``attempt`` times."""
-        return f"{self.name}.retry.{retry_delay_s(attempt)}s"
+    def retry_queue(self, delay_s: int) -> str:
+        """The name (and routing key) of this queue's delay queue of ``delay_s`` seconds."""
+        if delay_s not in RETRY_DELAYS_S:
+            raise ValueError(f"{self.name} has no {delay_s}s retry queue")
+        return f"{self.name}.retry.{delay_s}s"
 
     @property
     def retry_queues(self) -> tuple[tuple[str, int], ...]:
-        return tuple((f"{self.name}.retry.{d}s", d) for d in RETRY_DELAYS_S)
+        """(name, delay in seconds) of every retry tier, shortest first."""
+        return tuple((self.retry_queue(delay_s), delay_s) for delay_s in RETRY_DELAYS_S)
 
     def arguments(self) -> dict[str, object]:
         return {
@@ -81,12 +99,6 @@ class WorkQueue:
             "x-overflow": "reject-publish",
             "x-max-length": MAX_QUEUE_LENGTH,
         }
-
-
-def retry_delay_s(attempt: int) -> int:
-    """Delay before attempt ``attempt + 1``; the last tier repeats."""
-    index = min(max(attempt, 1), len(RETRY_DELAYS_S)) - 1
-    return RETRY_DELAYS_S[index]
 
 
 EXCHANGES: tuple[Exchange, ...] = (
@@ -122,18 +134,66 @@ WORK_QUEUES: tuple[WorkQueue, ...] = (
     CALENDAR_FOLLOWUPS,
 )
 
-#: Routing key of a point-to-point command, by command type.
-COMMAND_ROUTES: dict[str, str] = {
-    "email.send": EMAIL_COMMANDS.name,
-    "push.send": PUSH_COMMANDS.name,
+
+@dataclass(frozen=True)
+class MessageRoute:
+    """Where messages of one type are published, and which service publishes them."""
+
+    exchange: str
+    routing_key: str
+    publisher: str  # a broker user / queue owner: the only service that sends this type
+
+
+def _routes(
+    messages: tuple[type[Envelope[Any]], ...],
+    *,
+    exchange: str,
+    publisher: str,
+    routing_key: str | None = None,
+) -> dict[str, MessageRoute]:
+    """Routes of ``messages``; without ``routing_key`` each goes with its own type as key."""
+    return {
+        message_type(cls): MessageRoute(
+            exchange, message_type(cls) if routing_key is None else routing_key, publisher
+        )
+        for cls in messages
+    }
+
+
+#: Message type -> its route. RSVP events fan out (the key is ignored); a
+#: command goes to exactly its consumer's queue; a follow-up is routed by its
+#: type, which the calendar's topic bindings match on.
+ROUTES: dict[str, MessageRoute] = {
+    **_routes(
+        get_args(RsvpMessage), exchange=EVENTS_EXCHANGE, routing_key="", publisher="calendar"
+    ),
+    **_routes(
+        (EmailSend,),
+        exchange=COMMANDS_EXCHANGE,
+        routing_key=EMAIL_COMMANDS.name,
+        publisher="calendar",
+    ),
+    **_routes(
+        (PushSend,),
+        exchange=COMMANDS_EXCHANGE,
+        routing_key=PUSH_COMMANDS.name,
+        publisher="calendar",
+    ),
+    **_routes((EmailSent, EmailFailed), exchange=FOLLOWUPS_EXCHANGE, publisher="email"),
+    **_routes(
+        (PushSent, PushFailed, PushSubscriptionExpired),
+        exchange=FOLLOWUPS_EXCHANGE,
+        publisher="push",
+    ),
 }
 
 
-def work_queue(name: str) -> WorkQueue:
-    for queue in WORK_QUEUES:
-        if queue.name == name:
-            return queue
-    raise KeyError(f"no work queue named {name!r}")
+def route_of(message_type: str) -> MessageRoute:
+    """The route of ``message_type``; KeyError for a type the topology does not carry."""
+    try:
+        return ROUTES[message_type]
+    except KeyError:
+        raise KeyError(f"no route for message type {message_type!r}") from None
 
 
 def dead_letter_queues() -> dict[str, str]:

@@ -18,6 +18,7 @@ from shared.schemas.messages import (
     RsvpCreated,
     RsvpMessage,
     RsvpUpdated,
+    message_type,
     parse_message,
 )
 from shared.schemas.payloads import (
@@ -66,6 +67,7 @@ __all__ = [
     "RsvpPayload",
     "RsvpUpdated",
     "SubscriptionExpiredPayload",
+    "message_type",
     "parse_message",
     "utc_now",
 ]

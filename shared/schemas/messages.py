@@ -77,6 +77,14 @@ class PushSubscriptionExpired(Envelope[SubscriptionExpiredPayload]):
     type: Literal["push.subscription_expired"] = "push.subscription_expired"
 
 
+def message_type(cls: type[Envelope[Any]]) -> str:
+    """The wire ``type`` of a message class, e.g. ``"rsvp.created"``."""
+    value = cls.model_fields["type"].default
+    if not isinstance(value, str):
+        raise TypeError(f"{cls.__name__} has no default for `type`")
+    return value
+
+
 RsvpMessage = RsvpCreated | RsvpUpdated | RsvpCancelled
 CommandMessage = EmailSend | PushSend
 FollowUpMessage = EmailSent | EmailFailed | PushSent | PushFailed | PushSubscriptionExpired
@@ -86,7 +94,7 @@ AnyMessage = Annotated[
 ]
 
 MESSAGE_TYPES: dict[str, type[Envelope[Any]]] = {
-    cls.model_fields["type"].default: cls
+    message_type(cls): cls
     for cls in (
         RsvpCreated,
         RsvpUpdated,

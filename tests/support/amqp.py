@@ -12,7 +12,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from calendar_service.outbox import route_for
+from calendar_service.outbox import calendar_route
 from shared.messaging.publisher import Publisher
 from shared.schemas import Envelope
 from tests.support.services import BrokerEnv
@@ -75,8 +75,8 @@ async def publish_as_calendar(
     broker: BrokerEnv, message: Envelope[Any], *, headers: dict[str, Any] | None = None
 ) -> None:
     """Publish ``message`` as the calendar service does: events fan out, commands go direct."""
-    exchange, routing_key = route_for(message)
+    route = calendar_route(message)
     async with channel_as(broker.amqp_url("calendar")) as channel:
         await Publisher(channel).publish(
-            message, exchange=exchange, routing_key=routing_key, headers=headers
+            message, exchange=route.exchange, routing_key=route.routing_key, headers=headers
         )

@@ -25,7 +25,7 @@ import asyncpg
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import EMAIL_RSVP_EVENTS
-from shared.schemas import Envelope
+from shared.schemas import Envelope, RsvpMessage
 
 CRASHED = 70  #: the exit code of a crash in the handler
 
@@ -39,7 +39,7 @@ async def main(amqp_url: str, database_url: str, idle_exit_s: float) -> None:
     runtime = ConsumerRuntime(
         "email", amqp_url, inbox=PostgresInbox(pool), producer="crashing_consumer", prefetch=1
     )
-    runtime.subscribe(EMAIL_RSVP_EVENTS, crash)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, crash, accepts=RsvpMessage)
     task = asyncio.create_task(runtime.run())
     while not (runtime.ready or task.done()):
         await asyncio.sleep(0.05)

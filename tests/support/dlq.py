@@ -27,7 +27,7 @@ async def dead_letter(
     *,
     reasons: Sequence[str] = ("invalid_recipient",),
     failed_at: datetime | None = None,
-    origin: faults.Route = faults.Route(EVENTS_EXCHANGE, ""),
+    origin: faults.SourceRoute = faults.SourceRoute(EVENTS_EXCHANGE, ""),
 ) -> None:
     """Put ``messages`` into ``queue``'s DLQ in order, with the runtime's fault headers.
 

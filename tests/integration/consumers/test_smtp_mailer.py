@@ -15,10 +15,11 @@ import aiosmtplib.errors
 import pytest
 from icalendar import Calendar
 
-from email_consumer.mailer import RULES, OutgoingEmail, RecordingMailer, SmtpMailer, smtp_error
+from email_consumer.mailer import RULES, OutgoingEmail, SmtpMailer, smtp_error
 from email_consumer.render import Renderer
 from shared.messaging.errors import PermanentError, TransientError
 from shared.schemas import Attendee, EventSummary, RsvpCreated, RsvpPayload
+from tests.fakes.senders import RecordingMailer
 from tests.support.smtp import SmtpSink, self_signed_tls
 
 renderer = Renderer("RSVP <no-reply@rsvp.localhost>")

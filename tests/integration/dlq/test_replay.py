@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.dlq.office import BrokerRefused, DeadLetterOffice
-from shared.dlq.passes import PassCounts, QueueBusy, Route
+from shared.dlq.passes import PassCounts, QueueBusy, ReplayTarget
 from shared.dlq.selection import REPLAY_COUNT, REPLAYED_AT, DeadLetter, Filter
 from shared.messaging import faults
 from shared.messaging.topology import (
@@ -168,7 +168,7 @@ async def test_replay_via_the_original_fanout_exchange_reaches_every_bound_queue
     message = rsvp_created()
     await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, [message])
 
-    outcome = await office.replay(DLQ, Filter(), route=Route.EXCHANGE)
+    outcome = await office.replay(DLQ, Filter(), route=ReplayTarget.EXCHANGE)
 
     assert outcome.replayed == 1
     (to_email,) = await drain(fresh_broker, EMAIL_RSVP_EVENTS.name, "email")
@@ -184,7 +184,9 @@ async def test_replay_via_the_original_direct_exchange_reaches_only_the_origin_q
     message_id = await _rejected_command(fresh_broker)
     await _wait_for_dead_letters(office, 1, EMAIL_COMMANDS.dead_letter_queue)
 
-    outcome = await office.replay(EMAIL_COMMANDS.dead_letter_queue, Filter(), route=Route.EXCHANGE)
+    outcome = await office.replay(
+        EMAIL_COMMANDS.dead_letter_queue, Filter(), route=ReplayTarget.EXCHANGE
+    )
 
     assert outcome.replayed == 1
     (copy,) = await drain(fresh_broker, EMAIL_COMMANDS.name, "email")
@@ -196,11 +198,11 @@ async def test_a_replay_the_broker_refuses_says_so_and_keeps_the_letter(
     fresh_broker: BrokerEnv, office: DeadLetterOffice
 ) -> None:
     message = rsvp_created()
-    gone = faults.Route("no.such.exchange", EMAIL_RSVP_EVENTS.name)
+    gone = faults.SourceRoute("no.such.exchange", EMAIL_RSVP_EVENTS.name)
     await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, [message], origin=gone)
 
     with pytest.raises(BrokerRefused, match=r"no\.such\.exchange"):
-        await office.replay(DLQ, Filter(), route=Route.EXCHANGE)
+        await office.replay(DLQ, Filter(), route=ReplayTarget.EXCHANGE)
 
     # the unconfirmed letter goes back to the DLQ when the broker closes the channel
     (letter,) = await _wait_for_dead_letters(office, 1)

@@ -30,7 +30,7 @@ from shared.messaging.topology import (
     EVENTS_EXCHANGE,
     RETRY_DELAYS_S,
 )
-from shared.schemas import Envelope
+from shared.schemas import EmailSend, Envelope, RsvpMessage
 from tests.support.amqp import channel_as, get_one, publish
 from tests.support.runtime import (
     RecordingHandler,
@@ -93,7 +93,7 @@ async def test_handled_message_publishes_its_followup_to_calendar_and_is_acked(
 ) -> None:
     handler = RecordingHandler()
     runtime = email_runtime(fresh_broker, inbox)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handler)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, handler, accepts=RsvpMessage)
     message = rsvp_created()
 
     async with running(runtime):
@@ -125,7 +125,9 @@ async def test_transient_error_waits_in_the_1s_retry_queue_and_succeeds_on_the_s
 
     handler = RecordingHandler(fail_once)
     runtime = email_runtime(fresh_broker, inbox)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handler, on_dead_letter=email_failed_for)
+    runtime.subscribe(
+        EMAIL_RSVP_EVENTS, handler, accepts=RsvpMessage, on_dead_letter=email_failed_for
+    )
 
     async with running(runtime):
         await publish_as_calendar(fresh_broker, rsvp_created())
@@ -152,7 +154,10 @@ async def test_exhausted_retries_dead_letter_with_attempts_fault_headers_and_fai
 
     runtime = email_runtime(fresh_broker, inbox)
     runtime.subscribe(
-        EMAIL_RSVP_EVENTS, RecordingHandler(always_fail), on_dead_letter=email_failed_for
+        EMAIL_RSVP_EVENTS,
+        RecordingHandler(always_fail),
+        accepts=RsvpMessage,
+        on_dead_letter=email_failed_for,
     )
     message = rsvp_created()
     last_tier = len(RETRY_DELAYS_S)
@@ -188,7 +193,9 @@ async def test_retried_message_keeps_its_first_route_and_attempt_count_when_dead
         raise PermanentError("mailbox disabled")
 
     runtime = email_runtime(fresh_broker, inbox)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, RecordingHandler(transient_then_permanent))
+    runtime.subscribe(
+        EMAIL_RSVP_EVENTS, RecordingHandler(transient_then_permanent), accepts=RsvpMessage
+    )
 
     async with running(runtime):
         await publish_as_calendar(fresh_broker, rsvp_created())
@@ -211,7 +218,7 @@ async def test_unexpected_exception_is_retried_like_a_transient_error_then_dead_
         raise ZeroDivisionError("division by zero")
 
     runtime = email_runtime(fresh_broker, inbox)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, RecordingHandler(buggy))
+    runtime.subscribe(EMAIL_RSVP_EVENTS, RecordingHandler(buggy), accepts=RsvpMessage)
 
     async with running(runtime):
         await publish_as_calendar(
@@ -233,7 +240,7 @@ async def test_permanent_error_goes_straight_to_the_dlq_with_every_fault_header(
 
     handler = RecordingHandler(reject)
     runtime = email_runtime(fresh_broker, inbox)
-    runtime.subscribe(EMAIL_COMMANDS, handler, on_dead_letter=email_failed_for)
+    runtime.subscribe(EMAIL_COMMANDS, handler, accepts=EmailSend, on_dead_letter=email_failed_for)
     command = email_send()
 
     async with running(runtime):
@@ -274,7 +281,10 @@ async def test_a_failing_on_dead_letter_still_dead_letters_the_message(
 
     runtime = email_runtime(fresh_broker, inbox)
     runtime.subscribe(
-        EMAIL_RSVP_EVENTS, RecordingHandler(reject), on_dead_letter=broken_on_dead_letter
+        EMAIL_RSVP_EVENTS,
+        RecordingHandler(reject),
+        accepts=RsvpMessage,
+        on_dead_letter=broken_on_dead_letter,
     )
     message = rsvp_created()
 
@@ -301,7 +311,7 @@ async def test_invalid_body_is_dead_lettered_as_invalid_message_and_consuming_go
 ) -> None:
     handler = RecordingHandler()
     runtime = email_runtime(fresh_broker, inbox)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handler)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, handler, accepts=RsvpMessage)
     good = rsvp_created()
 
     async with running(runtime):
@@ -326,7 +336,7 @@ async def test_same_message_twice_runs_the_handler_once_and_republishes_the_same
 ) -> None:
     handler = RecordingHandler()
     runtime = email_runtime(fresh_broker, inbox)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handler)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, handler, accepts=RsvpMessage)
     message = rsvp_created()
 
     async with running(runtime):
@@ -364,7 +374,7 @@ async def test_stop_lets_an_in_flight_handler_finish_and_ack(
         return []
 
     runtime = email_runtime(fresh_broker, inbox)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, RecordingHandler(slow))
+    runtime.subscribe(EMAIL_RSVP_EVENTS, RecordingHandler(slow), accepts=RsvpMessage)
 
     async with running(runtime) as run:
         await publish_as_calendar(fresh_broker, rsvp_created())
@@ -392,7 +402,7 @@ async def test_stop_returns_a_message_whose_handler_outlives_the_grace_period(
 
     handler = RecordingHandler(never_finishes)
     runtime = email_runtime(fresh_broker, inbox, grace_period_s=0.2)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handler)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, handler, accepts=RsvpMessage)
     message = rsvp_created()
 
     async with running(runtime):
@@ -417,7 +427,7 @@ async def test_handlers_of_different_messages_run_concurrently(
 
     handler = RecordingHandler(meet)
     runtime = email_runtime(fresh_broker, inbox, concurrency=2)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handler)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, handler, accepts=RsvpMessage)
 
     async with running(runtime):
         await publish_as_calendar(fresh_broker, rsvp_created())
@@ -443,7 +453,7 @@ async def test_runtime_resumes_consuming_after_the_broker_drops_its_connection(
         inbox=inbox,
         producer="email_consumer",
     )
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handler)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, handler, accepts=RsvpMessage)
 
     async with running(runtime):
         await drop_broker_connections(fresh_broker)
@@ -468,7 +478,7 @@ async def test_readyz_answers_200_while_consuming_and_503_once_stopping(
 
     handler = RecordingHandler(wait_for_release)
     runtime = email_runtime(fresh_broker, inbox, metrics_port=0)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handler)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, handler, accepts=RsvpMessage)
     assert runtime.health is not None
 
     async with running(runtime):
@@ -517,7 +527,7 @@ async def test_two_copies_in_flight_at_once_run_the_handler_once(
 
     handler = RecordingHandler(slow)
     runtime = email_runtime(fresh_broker, inbox, concurrency=4)
-    runtime.subscribe(EMAIL_RSVP_EVENTS, handler)
+    runtime.subscribe(EMAIL_RSVP_EVENTS, handler, accepts=RsvpMessage)
     message = rsvp_created()
 
     async with running(runtime):

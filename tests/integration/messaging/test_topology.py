@@ -18,6 +18,7 @@ from shared.messaging.topology import (
     EVENTS_EXCHANGE,
     FOLLOWUPS_EXCHANGE,
     PUSH_RSVP_EVENTS,
+    RETRY_DELAYS_S,
     WORK_QUEUES,
 )
 from tests.support.amqp import channel_as, get_one, publish
@@ -94,7 +95,7 @@ async def test_follow_up_reaches_the_calendar_service(fresh_broker: BrokerEnv) -
 async def test_message_in_a_retry_queue_returns_to_its_origin_after_the_delay(
     fresh_broker: BrokerEnv,
 ) -> None:
-    retry_queue = EMAIL_RSVP_EVENTS.retry_queue(attempt=1)
+    retry_queue = EMAIL_RSVP_EVENTS.retry_queue(RETRY_DELAYS_S[0])
     assert retry_queue.endswith(".retry.1s")
 
     async with channel_as(fresh_broker.amqp_url("email")) as ch:
@@ -192,7 +193,11 @@ async def test_services_read_only_their_own_queues(
 async def test_push_user_cannot_schedule_email_retries(fresh_broker: BrokerEnv) -> None:
     async with channel_as(fresh_broker.amqp_url("push")) as ch:
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
-            await publish(ch, EMAIL_RSVP_EVENTS.retry_exchange, EMAIL_RSVP_EVENTS.retry_queue(1))
+            await publish(
+                ch,
+                EMAIL_RSVP_EVENTS.retry_exchange,
+                EMAIL_RSVP_EVENTS.retry_queue(RETRY_DELAYS_S[0]),
+            )
 
 
 async def test_no_service_may_change_the_topology(fresh_broker: BrokerEnv) -> None:

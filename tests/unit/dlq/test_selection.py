@@ -17,7 +17,7 @@ def runtime_dead_letter(**extra: object) -> dict[str, object]:
             reason="invalid_recipient",
             error=ValueError("550 no such user"),
             attempts=3,
-            route=faults.Route("rsvp.events", ""),
+            route=faults.SourceRoute("rsvp.events", ""),
             queue="email.rsvp_events",
             failed_at=FAILED_AT,
         ),

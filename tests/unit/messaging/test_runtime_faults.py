@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from shared.messaging.errors import PermanentError, TransientError
 from shared.messaging.faults import (
     MAX_EXCEPTION_MESSAGE,
-    Route,
+    SourceRoute,
     describe,
     fault_headers,
     original_route,
     retry_headers,
 )
 
-DELIVERED = Route("", "email.rsvp_events")  # how a message comes back from a delay queue
-FIRST = Route("rsvp.events", "")
+DELIVERED = SourceRoute("", "email.rsvp_events")  # how a message comes back from a delay queue
+FIRST = SourceRoute("rsvp.events", "")
 
 
 def test_dead_letter_headers_say_why_where_from_and_when() -> None:

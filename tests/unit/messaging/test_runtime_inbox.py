@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from shared.messaging.inbox import MemoryInbox
+from tests.fakes.messaging import MemoryInbox
 
 
 async def test_a_new_message_is_not_seen() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.messaging.retries import retry_delay_for, retry_queue_for_delay
+from shared.messaging.retries import retry_delay_for
 from shared.messaging.topology import EMAIL_RSVP_EVENTS, RETRY_DELAYS_S
 
 
@@ -44,9 +44,9 @@ def test_delay_queue_is_the_topologys_retry_queue_for_that_attempt(failed: int) 
     delay = retry_delay_for(failed)
     assert delay is not None
 
-    assert retry_queue_for_delay(EMAIL_RSVP_EVENTS, delay) == EMAIL_RSVP_EVENTS.retry_queue(failed)
+    assert EMAIL_RSVP_EVENTS.retry_queue(delay) == EMAIL_RSVP_EVENTS.retry_queues[failed - 1][0]
 
 
 def test_a_delay_without_a_queue_is_refused() -> None:
     with pytest.raises(ValueError, match="no 7s retry queue"):
-        retry_queue_for_delay(EMAIL_RSVP_EVENTS, 7)
+        EMAIL_RSVP_EVENTS.retry_queue(7)

@@ -14,14 +14,14 @@ import pytest
 from aio_pika.abc import AbstractMessage
 
 from shared.messaging import delivery
-from shared.messaging.delivery import Delivery
-from shared.messaging.inbox import MemoryInbox
+from shared.messaging.delivery import DeliveryProcessor
 from shared.messaging.metrics import RuntimeMetrics
 from shared.messaging.publisher import PublishNotConfirmed
 from shared.messaging.subscription import Subscription
 from shared.messaging.topology import EMAIL_RSVP_EVENTS
-from shared.schemas import Envelope
-from tests.support.runtime import email_sent_for, rsvp_created
+from shared.schemas import Envelope, RsvpCreated
+from tests.fakes.messaging import MemoryInbox
+from tests.support.runtime import email_send, email_sent_for, rsvp_created
 
 
 @dataclass
@@ -30,12 +30,14 @@ class RefusingPublisher:
 
     refusals: int
     published: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[dict[str, Any]] = field(default_factory=list)
 
     async def publish_raw(self, message: AbstractMessage, exchange: str, routing_key: str) -> None:
         if self.refusals:
             self.refusals -= 1
             raise PublishNotConfirmed(f"{exchange}/{routing_key}: nack")
         self.published.append((exchange, routing_key))
+        self.headers.append(dict(message.headers))
 
 
 @dataclass
@@ -46,6 +48,14 @@ class FakeDelivery:
     message_id: str | None = None
     type: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    exchange: str = "rsvp.events"
+    routing_key: str = ""
+    content_type: str | None = "application/json"
+    content_encoding: str | None = None
+    priority: int | None = None
+    reply_to: str | None = None
+    timestamp: Any = None
+    app_id: str | None = None
     settled: list[str] = field(default_factory=list)
 
     async def ack(self) -> None:
@@ -55,13 +65,13 @@ class FakeDelivery:
         self.settled.append(f"nack(requeue={requeue})")
 
 
-def _processor(publisher: RefusingPublisher, calls: list[Envelope[Any]]) -> Delivery:
+def _processor(publisher: RefusingPublisher, calls: list[Envelope[Any]]) -> DeliveryProcessor:
     async def handler(message: Envelope[Any]) -> list[Envelope[Any]]:
         calls.append(message)
         return [email_sent_for(message)]
 
-    return Delivery(
-        Subscription(EMAIL_RSVP_EVENTS, handler, None, "email/email.rsvp_events"),
+    return DeliveryProcessor(
+        Subscription(EMAIL_RSVP_EVENTS, (RsvpCreated,), handler, None, "email/email.rsvp_events"),
         inbox=MemoryInbox(),
         publisher=publisher,  # type: ignore[arg-type]
         metrics=RuntimeMetrics(),
@@ -106,3 +116,15 @@ async def test_a_closed_channel_is_not_waited_on() -> None:
 
     assert publisher.refusals == 9  # one try, then back (the broker requeues it anyway)
     assert fake.settled == ["nack(requeue=True)"]
+
+
+async def test_a_type_the_subscription_does_not_take_is_dead_lettered_unhandled() -> None:
+    publisher, calls = RefusingPublisher(refusals=0), []
+    fake = FakeDelivery(email_send().model_dump_json().encode())
+
+    await _processor(publisher, calls).process(fake)  # type: ignore[arg-type]
+
+    assert calls == []
+    assert publisher.published == [("dlx", EMAIL_RSVP_EVENTS.name)]
+    assert publisher.headers[0]["x-fault-reason"] == "unexpected_type"
+    assert fake.settled == ["ack"]
