@@ -5,7 +5,9 @@ answers with the status in its one table (and a test checks that every class
 below has a row there)::
 
     CalendarError
-    ├── AccountGone                  401  a valid token whose account was deleted
+    ├── Unauthenticated              401  with WWW-Authenticate: Bearer
+    │   ├── AccountGone                   a valid token whose account was deleted
+    │   └── WrongCredentials              a sign-in with an unknown email or a wrong password
     ├── NotYours                     403  someone else's event, RSVP or announcement
     ├── NotFound(what)               404  an event, RSVP, announcement, subscription
     │   └── NothingToCancel          404  no active RSVP to withdraw
@@ -29,9 +31,20 @@ class CalendarError(Exception):
     """A request that the calendar's rules refuse; its message is shown to the client."""
 
 
-class AccountGone(CalendarError):
+class Unauthenticated(CalendarError):
+    """The caller could not be told apart from anyone else."""
+
+
+class AccountGone(Unauthenticated):
     def __init__(self) -> None:
         super().__init__("the account of this token no longer exists")
+
+
+class WrongCredentials(Unauthenticated):
+    """One message for an unknown email and a wrong password: accounts are not revealed."""
+
+    def __init__(self) -> None:
+        super().__init__("incorrect email or password")
 
 
 class NotYours(CalendarError):

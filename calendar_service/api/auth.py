@@ -6,14 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, EmailStr, Field
 
 from calendar_service.api.deps import ContainerDep, UowDep
-from calendar_service.api.fields import PlainText, has_nul
-from calendar_service.security import verify_password
+from calendar_service.api.fields import PlainText
 from calendar_service.usecases.accounts import register as register_account
+from calendar_service.usecases.accounts import sign_in
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -55,13 +55,5 @@ async def token(
     uow: UowDep,
     container: ContainerDep,
 ) -> Token:
-    username = form.username.strip().lower()
-    user = None if has_nul(username) else await uow.users.by_email(username)
-    known = await verify_password(user["password_hash"] if user else None, form.password)
-    if not known or user is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="incorrect email or password",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    user = await sign_in(uow, email=form.username, password=form.password)
     return Token(access_token=container.tokens.issue(user["id"], user["role"]))

@@ -11,18 +11,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from calendar_service.errors import (
-    AccountGone,
     CalendarError,
     Conflict,
     LimiterUnavailable,
     NotFound,
     NotYours,
     RateLimited,
+    Unauthenticated,
     Unprocessable,
 )
 
 STATUS_OF: dict[type[CalendarError], int] = {
-    AccountGone: status.HTTP_401_UNAUTHORIZED,
+    Unauthenticated: status.HTTP_401_UNAUTHORIZED,
     NotYours: status.HTTP_403_FORBIDDEN,
     NotFound: status.HTTP_404_NOT_FOUND,
     Conflict: status.HTTP_409_CONFLICT,
@@ -43,7 +43,7 @@ def status_of(exc: CalendarError) -> int:
 def headers_of(exc: CalendarError) -> dict[str, str] | None:
     if isinstance(exc, RateLimited):
         return {"Retry-After": str(exc.retry_after_s)}
-    if isinstance(exc, AccountGone):
+    if isinstance(exc, Unauthenticated):
         return {"WWW-Authenticate": "Bearer"}
     return None
 

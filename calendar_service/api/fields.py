@@ -43,7 +43,3 @@ PlainText = Annotated[str, AfterValidator(_plain_text)]
 MultilineText = Annotated[str, AfterValidator(_multiline_text)]
 #: A timezone-aware instant, stored and returned in UTC.
 UtcDateTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
-
-
-def has_nul(value: str) -> bool:
-    return "\x00" in value

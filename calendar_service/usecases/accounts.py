@@ -8,8 +8,8 @@ from collections.abc import Collection
 from sqlalchemy.engine import RowMapping
 
 from calendar_service.db.uow import UnitOfWork
-from calendar_service.errors import AccountGone, EmailTaken
-from calendar_service.security import hash_password
+from calendar_service.errors import AccountGone, EmailTaken, WrongCredentials
+from calendar_service.security import hash_password, verify_password
 
 
 async def account_of(uow: UnitOfWork, user_id: uuid.UUID) -> RowMapping:
@@ -32,4 +32,15 @@ async def register(
     if user is None:
         raise EmailTaken()
     await uow.commit()
+    return user
+
+
+async def sign_in(uow: UnitOfWork, *, email: str, password: str) -> RowMapping:
+    """The user whose password this is; an unknown email costs the same hash as a known one."""
+    email = email.strip().lower()
+    # PostgreSQL refuses NUL in text: such an address cannot be anyone's
+    user = None if "\x00" in email else await uow.users.by_email(email)
+    known = await verify_password(user["password_hash"] if user else None, password)
+    if not known or user is None:
+        raise WrongCredentials()
     return user

@@ -36,3 +36,11 @@ def test_statuses_are_those_of_the_http_contract() -> None:
     assert status_of(errors.IdempotencyKeyReused()) == 422
     assert status_of(errors.LimiterUnavailable()) == 503
     assert headers_of(errors.AccountGone()) == {"WWW-Authenticate": "Bearer"}
+
+
+def test_a_failed_sign_in_asks_for_bearer_credentials() -> None:
+    refused = errors.WrongCredentials()
+
+    assert status_of(refused) == 401
+    assert headers_of(refused) == {"WWW-Authenticate": "Bearer"}
+    assert str(refused) == "incorrect email or password"
