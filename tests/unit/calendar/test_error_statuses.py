@@ -36,3 +36,10 @@ def test_statuses_are_those_of_the_http_contract() -> None:
     assert status_of(errors.IdempotencyKeyReused()) == 422
     assert status_of(errors.LimiterUnavailable()) == 503
     assert headers_of(errors.AccountGone()) == {"WWW-Authenticate": "Bearer"}
+
+
+def test_an_overloaded_service_answers_503_and_when_to_retry() -> None:
+    busy = errors.Overloaded()
+
+    assert status_of(busy) == 503
+    assert headers_of(busy) == {"Retry-After": "1"}
