@@ -18,7 +18,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import asyncpg
 
@@ -37,8 +37,11 @@ _ANSWER = (
 
 def _rsvp_route() -> tuple[str, str]:
     """Where ``rsvp.*`` messages go, asked of the outbox's routing (the function takes it)."""
-    created = route_for(RsvpCreated.model_construct())
-    assert created == route_for(RsvpUpdated.model_construct()), "rsvp messages route alike"
+    type_only: dict[str, Any] = {}  # unvalidated: the route depends on the type alone
+    created = route_for(RsvpCreated.model_construct(**type_only))
+    assert created == route_for(RsvpUpdated.model_construct(**type_only)), (
+        "rsvp messages route alike"
+    )
     return created
 
 

@@ -88,7 +88,8 @@ BEGIN
                 RETURN QUERY SELECT 'key_reused', 0, NULL::bytea, false;
                 RETURN;
             ELSIF FOUND THEN
-                RETURN QUERY SELECT 'replayed', v_key.status_code::integer, v_key.response_body, false;
+                RETURN QUERY
+                    SELECT 'replayed', v_key.status_code::integer, v_key.response_body, false;
                 RETURN;
             END IF;
         END IF;
