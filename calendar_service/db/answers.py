@@ -53,6 +53,19 @@ async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerRequest:
+    """One caller's answer to one event; ``key`` and ``fingerprint`` are its Idempotency-Key's."""
+
+    user_id: uuid.UUID
+    event_id: uuid.UUID
+    status: str
+    guests: int
+    key: str | None
+    fingerprint: str | None
+    correlation_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredAnswer:
     """What the function answered; ``body`` is the reply's JSON (None when refused)."""
 
@@ -98,17 +111,7 @@ class RsvpAnswers:
         )
         return cls(pool, producer=producer, channels=channels, acquire_timeout_s=acquire_timeout_s)
 
-    async def answer(
-        self,
-        *,
-        user_id: uuid.UUID,
-        event_id: uuid.UUID,
-        status: str,
-        guests: int,
-        key: str | None,
-        fingerprint: str | None,
-        correlation_id: uuid.UUID | None,
-    ) -> StoredAnswer:
+    async def answer(self, request: AnswerRequest) -> StoredAnswer:
         try:
             connection = await self._pool.acquire(timeout=self._acquire_timeout_s)
         except TimeoutError as exc:
@@ -116,13 +119,13 @@ class RsvpAnswers:
         try:
             row = await connection.fetchrow(
                 _ANSWER,
-                user_id,
-                event_id,
-                status,
-                guests,
-                key,
-                fingerprint,
-                correlation_id,
+                request.user_id,
+                request.event_id,
+                request.status,
+                request.guests,
+                request.key,
+                request.fingerprint,
+                request.correlation_id,
                 *self._fixed,
             )
         except asyncpg.CheckViolationError as exc:

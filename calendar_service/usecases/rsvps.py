@@ -16,7 +16,7 @@ from sqlalchemy.engine import RowMapping
 
 from calendar_service.cache import EventCache
 from calendar_service.commands import PRODUCER, attendee, event_summary
-from calendar_service.db.answers import StoredAnswer
+from calendar_service.db.answers import AnswerRequest, StoredAnswer
 from calendar_service.db.uow import UnitOfWork
 from calendar_service.domain import CHANNELS, Answer, Caller, is_change, message_type_for
 from calendar_service.errors import (
@@ -133,17 +133,7 @@ async def stage_answer(
 class AnswerDesk(Protocol):
     """Where an answer is written: ``db.answers.RsvpAnswers``, in one round trip."""
 
-    async def answer(
-        self,
-        *,
-        user_id: uuid.UUID,
-        event_id: uuid.UUID,
-        status: str,
-        guests: int,
-        key: str | None,
-        fingerprint: str | None,
-        correlation_id: uuid.UUID | None,
-    ) -> StoredAnswer: ...
+    async def answer(self, request: AnswerRequest) -> StoredAnswer: ...
 
 
 async def answer_rsvp(
@@ -163,7 +153,7 @@ async def answer_rsvp(
     key in the same commit. A repeated key gets the first reply again and
     writes nothing; the same key with a different request is refused.
     """
-    stored = await desk.answer(
+    request = AnswerRequest(
         user_id=caller_id,
         event_id=event_id,
         status=answer.status,
@@ -172,6 +162,7 @@ async def answer_rsvp(
         fingerprint=idempotency.fingerprint if idempotency else None,
         correlation_id=correlation_id,
     )
+    stored = await desk.answer(request)
     if stored.outcome == "no_account":
         raise AccountGone()
     if stored.outcome == "no_event":

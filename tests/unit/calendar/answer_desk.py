@@ -8,10 +8,9 @@ as specifications. That the SQL keeps to them is proven in tests/integration/api
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
-from calendar_service.db.answers import StoredAnswer
+from calendar_service.db.answers import AnswerRequest, StoredAnswer
 from calendar_service.domain import Answer, StoredStatus
 from calendar_service.usecases.rsvps import Answered, stage_answer
 from tests.fakes.calendar import FakeUnitOfWork
@@ -24,17 +23,9 @@ class UnitOfWorkAnswerDesk:
         self.uow = uow
         self.render = render
 
-    async def answer(
-        self,
-        *,
-        user_id: uuid.UUID,
-        event_id: uuid.UUID,
-        status: str,
-        guests: int,
-        key: str | None,
-        fingerprint: str | None,
-        correlation_id: uuid.UUID | None,
-    ) -> StoredAnswer:
+    async def answer(self, request: AnswerRequest) -> StoredAnswer:
+        user_id, event_id, key = request.user_id, request.event_id, request.key
+        fingerprint = request.fingerprint
         uow = self.uow
         user = await uow.users.by_id(user_id)
         if user is None:
@@ -48,13 +39,13 @@ class UnitOfWorkAnswerDesk:
                 return StoredAnswer("replayed", code, body, changed=False)
         if await uow.events.with_organizer(event_id) is None:
             return StoredAnswer("no_event", 0, None, changed=False)
-        answer = Answer(_stored(status), guests)
+        answer = Answer(_stored(request.status), request.guests)
         answered = await stage_answer(
             uow,  # type: ignore[arg-type]
             event_id=event_id,
             user=user,
             answer=answer,
-            correlation_id=correlation_id,
+            correlation_id=request.correlation_id,
         )
         code, body = self.render(answered)
         if key is not None:
