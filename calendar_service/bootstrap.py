@@ -13,8 +13,11 @@ from limits import RateLimitItem
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from calendar_service.cache import EventCache
+from calendar_service.commands import PRODUCER
 from calendar_service.config import Settings
+from calendar_service.db.answers import RsvpAnswers
 from calendar_service.db.session import create_engine
+from calendar_service.domain import CHANNELS
 from calendar_service.ratelimit import Limiter, parse_limit
 from calendar_service.security import TokenIssuer
 from shared.dlq.office import DeadLetterOffice
@@ -34,6 +37,7 @@ class Container:
     resend_limit: RateLimitItem
     announcement_limit: RateLimitItem
     dead_letters: DeadLetterOffice
+    answers: RsvpAnswers
     broker: AbstractRobustConnection | None = None
     _broker_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -45,6 +49,7 @@ class Container:
         if self.broker is not None:
             await self.broker.close()
         await self.dead_letters.aclose()
+        await self.answers.aclose()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -62,7 +67,7 @@ async def bootstrap(settings: Settings) -> Container:
     )
     container = Container(
         settings=settings,
-        engine=create_engine(settings),
+        engine=create_engine(settings, pool_timeout_s=settings.db_pool_timeout_s),
         redis=client,
         tokens=TokenIssuer(settings.jwt_secret, timedelta(seconds=settings.jwt_ttl_seconds)),
         cache=EventCache(client),
@@ -71,6 +76,13 @@ async def bootstrap(settings: Settings) -> Container:
         announcement_limit=parse_limit(settings.announcement_limit),
         # connects on the first admin request, as the ops user
         dead_letters=DeadLetterOffice(settings.dead_letter_amqp_url, name="calendar-admin"),
+        answers=await RsvpAnswers.connect(
+            settings.asyncpg_dsn,
+            size=settings.db_pool_size,
+            producer=PRODUCER,
+            channels=CHANNELS,
+            acquire_timeout_s=settings.db_pool_timeout_s,
+        ),
     )
     # readiness reports the broker; RSVPs never wait for it (they go to the outbox)
     container._broker_task = asyncio.create_task(_connect_broker(container))

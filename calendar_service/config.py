@@ -36,6 +36,10 @@ class Settings(ServiceSettings):
     #: is the ``RABBITMQ_MANAGEMENT_URL`` account (``ops``) on ``AMQP_URL``'s broker.
     admin_amqp_url: str | None = None
 
+    #: Longest a request waits for a database connection before it is answered
+    #: 503 with Retry-After (design §8: never a 30 s wait, never a 500).
+    db_pool_timeout_s: float = Field(default=1.0, gt=0, le=30)
+
     jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32)
     jwt_ttl_seconds: int = Field(default=3600, ge=60)
     #: Users registering with one of these addresses become admins.

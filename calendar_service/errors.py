@@ -19,7 +19,8 @@ below has a row there)::
     │   ├── IdempotencyKeyReused          the same key with a different request
     │   └── EndsBeforeStart               an event changed to end before it starts
     ├── RateLimited(retry_after_s)   429  with Retry-After
-    └── LimiterUnavailable           503  Redis could not be asked (limits fail closed)
+    ├── LimiterUnavailable           503  Redis could not be asked (limits fail closed)
+    └── Overloaded                   503  no database connection free within a second; Retry-After
 
 The message of each error is the ``detail`` the client reads.
 """
@@ -111,3 +112,13 @@ class LimiterUnavailable(CalendarError):
 
     def __init__(self) -> None:
         super().__init__("rate limiter unavailable, try again")
+
+
+class Overloaded(CalendarError):
+    """No database connection came free in time: refuse quickly rather than queue without end."""
+
+    #: seconds a client should wait before trying again
+    retry_after_s = 1
+
+    def __init__(self) -> None:
+        super().__init__("the service is busy, try again shortly")

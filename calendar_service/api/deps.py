@@ -11,6 +11,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from calendar_service.bootstrap import Container
 from calendar_service.cache import EventCache
+from calendar_service.db.answers import RsvpAnswers
 from calendar_service.db.uow import UnitOfWork
 from calendar_service.domain import Caller
 from calendar_service.ratelimit import Quota
@@ -39,6 +40,13 @@ async def get_uow(container: ContainerDep) -> AsyncIterator[UnitOfWork]:
 
 
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+
+
+async def get_answer_desk(container: ContainerDep) -> RsvpAnswers:
+    return container.answers
+
+
+AnswerDeskDep = Annotated[RsvpAnswers, Depends(get_answer_desk)]
 
 
 async def get_cache(container: ContainerDep) -> EventCache:

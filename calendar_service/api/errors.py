@@ -16,6 +16,7 @@ from calendar_service.errors import (
     LimiterUnavailable,
     NotFound,
     NotYours,
+    Overloaded,
     RateLimited,
     Unauthenticated,
     Unprocessable,
@@ -29,6 +30,7 @@ STATUS_OF: dict[type[CalendarError], int] = {
     Unprocessable: status.HTTP_422_UNPROCESSABLE_CONTENT,
     RateLimited: status.HTTP_429_TOO_MANY_REQUESTS,
     LimiterUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+    Overloaded: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
@@ -41,7 +43,7 @@ def status_of(exc: CalendarError) -> int:
 
 
 def headers_of(exc: CalendarError) -> dict[str, str] | None:
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | Overloaded):
         return {"Retry-After": str(exc.retry_after_s)}
     if isinstance(exc, Unauthenticated):
         return {"WWW-Authenticate": "Bearer"}

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
 
 from calendar_service.api.deps import (
+    AnswerDeskDep,
     CacheDep,
     CurrentUser,
     ResendQuota,
@@ -23,7 +24,6 @@ from calendar_service.usecases.confirmations import resend_confirmation
 from calendar_service.usecases.rsvps import (
     Answered,
     IdempotencyKey,
-    Reply,
     answer_rsvp,
     cancel_rsvp,
     rsvp_with_notifications,
@@ -65,11 +65,6 @@ def _out(answered: Answered) -> RsvpOut:
     return RsvpOut.model_validate({**answered.rsvp, "notifications": answered.notifications})
 
 
-def _reply(answered: Answered) -> Reply:
-    status_code = status.HTTP_201_CREATED if answered.created else status.HTTP_200_OK
-    return Reply(status_code, _out(answered).model_dump_json().encode())
-
-
 def _fingerprint(event_id: uuid.UUID, body: RsvpIn) -> str:
     return hashlib.sha256(f"{event_id}:{body.model_dump_json()}".encode()).hexdigest()
 
@@ -84,7 +79,7 @@ async def answer(
     event_id: uuid.UUID,
     body: RsvpIn,
     caller: CurrentUser,
-    uow: UowDep,
+    desk: AnswerDeskDep,
     cache: CacheDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
@@ -97,12 +92,11 @@ async def answer(
     if idempotency_key is not None:
         idempotency = IdempotencyKey(idempotency_key, _fingerprint(event_id, body))
     reply = await answer_rsvp(
-        uow,
+        desk,
         cache,
         event_id=event_id,
         caller_id=caller.user_id,
         answer=Answer(body.status, body.guests),
-        render=_reply,
         idempotency=idempotency,
         correlation_id=current_correlation_id(),
     )

@@ -1,5 +1,7 @@
 """Unit of work: one transaction, the repositories on it, and the outbox.
 
+Waiting for a connection is bounded by the pool's timeout; a full pool is
+``Overloaded`` (503 with Retry-After), not a 500 after 30 s.
 Nothing is committed unless ``commit()`` is called; leaving the block
 without it (or with an exception) rolls everything back, messages included.
 Some rules are checked only at COMMIT (the event counters move in a deferred
@@ -12,6 +14,7 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from calendar_service.db.announcements import Announcements
@@ -26,7 +29,7 @@ from calendar_service.db.repositories import (
     violated_constraint,
 )
 from calendar_service.db.subscriptions import Subscriptions
-from calendar_service.errors import EventFull
+from calendar_service.errors import EventFull, Overloaded
 from calendar_service.outbox import Outbox
 
 
@@ -47,7 +50,10 @@ class UnitOfWork:
         self._transaction: AsyncTransaction | None = None
 
     async def __aenter__(self) -> Self:
-        self._connection = await self._engine.connect()
+        try:
+            self._connection = await self._engine.connect()
+        except PoolTimeout as exc:
+            raise Overloaded() from exc
         self._transaction = await self._connection.begin()
         connection = self._connection
         self.users = Users(connection)

@@ -7,17 +7,25 @@ pending and adds its ``rsvp.*`` message to the outbox, all in one commit.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.engine import RowMapping
 
 from calendar_service.cache import EventCache
 from calendar_service.commands import PRODUCER, attendee, event_summary
+from calendar_service.db.answers import AnswerRequest, StoredAnswer
 from calendar_service.db.uow import UnitOfWork
 from calendar_service.domain import CHANNELS, Answer, Caller, is_change, message_type_for
-from calendar_service.errors import IdempotencyKeyReused, NotFound, NothingToCancel, NotYours
+from calendar_service.errors import (
+    AccountGone,
+    IdempotencyKeyReused,
+    NotFound,
+    NothingToCancel,
+    NotYours,
+)
 from calendar_service.usecases.accounts import account_of
 from shared.schemas import RsvpCancelled, RsvpCreated, RsvpPayload, RsvpUpdated
 
@@ -122,42 +130,50 @@ async def stage_answer(
     return Answered(rsvp, created=created, changed=True, notifications=pending)
 
 
+class AnswerDesk(Protocol):
+    """Where an answer is written: ``db.answers.RsvpAnswers``, in one round trip."""
+
+    async def answer(self, request: AnswerRequest) -> StoredAnswer: ...
+
+
 async def answer_rsvp(
-    uow: UnitOfWork,
+    desk: AnswerDesk,
     cache: EventCache,
     *,
     event_id: uuid.UUID,
     caller_id: uuid.UUID,
     answer: Answer,
-    render: Callable[[Answered], Reply],
     idempotency: IdempotencyKey | None = None,
     correlation_id: uuid.UUID | None = None,
 ) -> Reply:
-    """Answer for the caller and commit; ``render`` makes the reply stored with the key.
+    """Answer for the caller, committed; the reply is stored with the key to be shown again.
 
-    A repeated key gets the first reply again and writes nothing; the same key
-    with a different request is refused.
+    The desk applies ``stage_answer``'s rules in the database, in one statement
+    (migration 0007), and renders the reply there so it can store it with the
+    key in the same commit. A repeated key gets the first reply again and
+    writes nothing; the same key with a different request is refused.
     """
-    user = await account_of(uow, caller_id)
-    if idempotency is not None:
-        earlier = await uow.idempotency.claim(caller_id, idempotency.key, idempotency.fingerprint)
-        if earlier is not None:
-            if earlier["request_fingerprint"] != idempotency.fingerprint:
-                raise IdempotencyKeyReused()
-            return Reply(earlier["status_code"], earlier["response_body"], replayed=True)
-
-    answered = await stage_answer(
-        uow, event_id=event_id, user=user, answer=answer, correlation_id=correlation_id
+    request = AnswerRequest(
+        user_id=caller_id,
+        event_id=event_id,
+        status=answer.status,
+        guests=answer.guests,
+        key=idempotency.key if idempotency else None,
+        fingerprint=idempotency.fingerprint if idempotency else None,
+        correlation_id=correlation_id,
     )
-    reply = render(answered)
-    if idempotency is not None:
-        await uow.idempotency.store_response(
-            caller_id, idempotency.key, reply.status_code, reply.body
-        )
-    await uow.commit()
-    if answered.changed:
+    stored = await desk.answer(request)
+    if stored.outcome == "no_account":
+        raise AccountGone()
+    if stored.outcome == "no_event":
+        raise NotFound("event")
+    if stored.outcome == "key_reused":
+        raise IdempotencyKeyReused()
+    assert stored.body is not None
+    if stored.changed:
+        # after the commit, so a reader cannot cache the old counts again in between
         await cache.invalidate(event_id)
-    return reply
+    return Reply(stored.status_code, stored.body, replayed=stored.outcome == "replayed")
 
 
 async def cancel_rsvp(

@@ -44,3 +44,10 @@ def test_a_failed_sign_in_asks_for_bearer_credentials() -> None:
     assert status_of(refused) == 401
     assert headers_of(refused) == {"WWW-Authenticate": "Bearer"}
     assert str(refused) == "incorrect email or password"
+
+
+def test_an_overloaded_service_answers_503_and_when_to_retry() -> None:
+    busy = errors.Overloaded()
+
+    assert status_of(busy) == 503
+    assert headers_of(busy) == {"Retry-After": "1"}

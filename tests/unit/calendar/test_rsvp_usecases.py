@@ -29,12 +29,13 @@ from calendar_service.usecases.rsvps import (
     rsvps_of_event,
 )
 from tests.fakes.calendar import FakeEventCache, FakeUnitOfWork, a_user, an_event
+from tests.unit.calendar.answer_desk import UnitOfWorkAnswerDesk
 
 GOING = Answer("going", 0)
 
 
-def _render(answered: Answered) -> Reply:
-    return Reply(201 if answered.created else 200, f"{answered.rsvp['status']}".encode())
+def _render(answered: Answered) -> tuple[int, bytes]:
+    return 201 if answered.created else 200, f"{answered.rsvp['status']}".encode()
 
 
 async def _answer(
@@ -47,12 +48,11 @@ async def _answer(
     key: IdempotencyKey | None = None,
 ) -> Reply:
     return await answer_rsvp(
-        uow,
+        UnitOfWorkAnswerDesk(uow, _render),
         cache or FakeEventCache(),
         event_id=event["id"],
         caller_id=user["id"],
         answer=answer,
-        render=_render,
         idempotency=key,
     )
 
