@@ -22,15 +22,15 @@ _outbox = table_of(OutboxMessage)
 PUBLISHER = "calendar"
 
 
-def calendar_route(message: Envelope[Any]) -> MessageRoute:
-    """The topology's route of a message the calendar service produces.
+def calendar_route(message_type: str) -> MessageRoute:
+    """The topology's route of a message type the calendar service produces.
 
     Refused here, at write time, rather than by the broker at relay time: a
     message the calendar may not publish would otherwise sit in the outbox.
     """
-    route = ROUTES.get(message.type)
+    route = ROUTES.get(message_type)
     if route is None or route.publisher != PUBLISHER:
-        raise ValueError(f"the calendar service does not publish {message.type!r}")
+        raise ValueError(f"the calendar service does not publish {message_type!r}")
     return route
 
 
@@ -41,7 +41,7 @@ class Outbox:
     async def add(self, *messages: Envelope[Any]) -> None:
         rows = []
         for message in messages:
-            route = calendar_route(message)
+            route = calendar_route(message.type)
             rows.append(
                 {
                     "message_id": message.message_id,

@@ -18,14 +18,13 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import asyncpg
 
 from calendar_service.db.models import EVENT_WITHIN_CAPACITY
 from calendar_service.errors import EventFull, Overloaded
-from calendar_service.outbox import route_for
-from shared.schemas import RsvpCreated, RsvpUpdated
+from calendar_service.outbox import calendar_route
 
 AnswerOutcome = Literal["stored", "replayed", "key_reused", "no_account", "no_event"]
 
@@ -36,13 +35,12 @@ _ANSWER = (
 
 
 def _rsvp_route() -> tuple[str, str]:
-    """Where ``rsvp.*`` messages go, asked of the outbox's routing (the function takes it)."""
-    type_only: dict[str, Any] = {}  # unvalidated: the route depends on the type alone
-    created = route_for(RsvpCreated.model_construct(**type_only))
-    assert created == route_for(RsvpUpdated.model_construct(**type_only)), (
+    """Where ``rsvp.*`` messages go, from the topology's route table (the function takes it)."""
+    created, updated = calendar_route("rsvp.created"), calendar_route("rsvp.updated")
+    assert (created.exchange, created.routing_key) == (updated.exchange, updated.routing_key), (
         "rsvp messages route alike"
     )
-    return created
+    return created.exchange, created.routing_key
 
 
 async def _nothing_to_reset(connection: asyncpg.Connection) -> None:

@@ -75,7 +75,7 @@ async def publish_as_calendar(
     broker: BrokerEnv, message: Envelope[Any], *, headers: dict[str, Any] | None = None
 ) -> None:
     """Publish ``message`` as the calendar service does: events fan out, commands go direct."""
-    route = calendar_route(message)
+    route = calendar_route(message.type)
     async with channel_as(broker.amqp_url("calendar")) as channel:
         await Publisher(channel).publish(
             message, exchange=route.exchange, routing_key=route.routing_key, headers=headers

@@ -24,7 +24,7 @@ def test_every_message_type_has_a_route_its_publisher_may_write_to() -> None:
 
 
 def test_the_calendar_publishes_rsvp_events_to_the_fanout_and_commands_to_one_queue() -> None:
-    event, command = calendar_route(rsvp_created()), calendar_route(email_send())
+    event, command = calendar_route(rsvp_created().type), calendar_route(email_send().type)
 
     assert (event.exchange, event.routing_key) == (EVENTS_EXCHANGE, "")
     assert (command.exchange, command.routing_key) == (COMMANDS_EXCHANGE, EMAIL_COMMANDS.name)
@@ -32,7 +32,7 @@ def test_the_calendar_publishes_rsvp_events_to_the_fanout_and_commands_to_one_qu
 
 def test_the_outbox_refuses_a_message_the_calendar_does_not_publish() -> None:
     with pytest.raises(ValueError, match=r"does not publish 'email\.sent'"):
-        calendar_route(email_sent_for(rsvp_created()))
+        calendar_route(email_sent_for(rsvp_created()).type)
 
 
 def test_the_calendar_receives_every_follow_up() -> None:
