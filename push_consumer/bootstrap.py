@@ -16,7 +16,7 @@ import httpx
 
 from push_consumer.config import Settings
 from push_consumer.handler import PushHandlers, push_failed
-from push_consumer.store import SubscriptionStore
+from push_consumer.store import PostgresSubscriptionStore
 from push_consumer.vapid import VapidAuthorizations, generate_private_key, load_private_key
 from push_consumer.webpush import WebPushSender
 from shared.messaging.topology import PUSH_COMMANDS, PUSH_RSVP_EVENTS
@@ -69,7 +69,7 @@ async def bootstrap(
             opened.push_async_callback(sender.aclose)
         runtime = consumer_runtime(NAME, "push_consumer", settings, pool)
         handlers = PushHandlers(
-            SubscriptionStore(pool, ledger=NAME),
+            PostgresSubscriptionStore(pool, ledger=NAME),
             sender,
             app_url=settings.app_url,
             ttl_s=settings.push_ttl_s,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from uuid import UUID
 
 import asyncpg
@@ -41,7 +42,23 @@ class UserDevice:
     already_sent: bool
 
 
-class SubscriptionStore:
+class SubscriptionStore(Protocol):
+    """The port the push handler reads subscriptions and writes the ledger through.
+
+    :class:`PostgresSubscriptionStore` is the real one; unit tests use
+    ``tests.fakes.push.MemorySubscriptionStore``.
+    """
+
+    async def devices_for(self, user_id: UUID, message_id: UUID) -> list[UserDevice]:
+        """The user's subscriptions, each marked if ``message_id`` already reached it."""
+        ...
+
+    async def record_sent_devices(self, message_id: UUID, subscription_ids: Sequence[UUID]) -> None:
+        """Write to the ledger that ``message_id`` reached these subscriptions (before a retry)."""
+        ...
+
+
+class PostgresSubscriptionStore:
     """Reads a user's subscriptions and keeps the sent-devices ledger, keyed by ``ledger``."""
 
     def __init__(self, pool: asyncpg.Pool, *, ledger: str) -> None:
