@@ -75,10 +75,10 @@ definitions: venv ## regenerate broker/definitions.json from the topology module
 BENCH_ARGS ?= --messages 10000 --runs 3
 B1_ARGS ?=
 B2_ARGS ?=
-BENCHMARKS := B1 B2 B3 B6 announcement
+BENCHMARKS := B1 B2 B3 B6 announcement push
 ONLY ?= $(BENCHMARKS)
 .PHONY: $(addprefix bench-,$(BENCHMARKS))
-bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of B1 B2 B3 B6 announcement); results in bench/results/
+bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of B1 B2 B3 B6 announcement push); results in bench/results/
 	$(PY) -m bench.summary
 
 bench-B1: services
@@ -96,6 +96,10 @@ bench-B6: services
 
 bench-announcement: services
 	$(PY) -m bench.announcement
+
+PUSH_BENCH_ARGS ?= --messages 2000 --runs 3
+bench-push: services
+	$(PY) -m bench.push_consumer_throughput $(PUSH_BENCH_ARGS)
 
 up: ## run the whole system with docker compose
 	@command -v docker >/dev/null || { echo "docker is not installed: use 'make run' instead"; exit 1; }

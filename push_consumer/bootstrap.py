@@ -1,7 +1,7 @@
 """Composition root of the push consumer: its adapters, built here and closed here.
 
-The database pool (inbox, subscriptions, delivery ledger) and the HTTP client
-to the push services are the real defaults, built inside :func:`bootstrap`;
+The database pools (the inbox's; the subscriptions' and delivery ledger's) and
+the HTTP transport to the push services are the real defaults, built inside :func:`bootstrap`;
 a test passes its own ``pool``, ``sender`` or just an httpx ``transport``.
 """
 
@@ -16,7 +16,7 @@ import httpx
 
 from push_consumer.config import Settings
 from push_consumer.handler import PushHandlers, push_failed
-from push_consumer.store import SubscriptionStore
+from push_consumer.store import PostgresSubscriptionStore, store_pool
 from push_consumer.vapid import VapidAuthorizations, generate_private_key, load_private_key
 from push_consumer.webpush import WebPushSender
 from shared.messaging.topology import PUSH_COMMANDS, PUSH_RSVP_EVENTS
@@ -56,9 +56,12 @@ async def bootstrap(
     """The consumer, subscribed and ready to run; what it opened closes on exit."""
     async with AsyncExitStack() as opened:
         if pool is None:
+            pool = await opened.enter_async_context(inbox_pool(settings, spare=0))
             # the handler's own queries (subscriptions, ledger) take a connection
-            # for a moment besides the one its claim holds
-            pool = await opened.enter_async_context(inbox_pool(settings, spare=4))
+            # for a moment besides the one its claim holds, from a pool of their own
+            store = await opened.enter_async_context(store_pool(settings.asyncpg_dsn))
+        else:
+            store = pool
         if sender is None:
             sender = WebPushSender(
                 vapid_authorizations(settings),
@@ -69,7 +72,7 @@ async def bootstrap(
             opened.push_async_callback(sender.aclose)
         runtime = consumer_runtime(NAME, "push_consumer", settings, pool)
         handlers = PushHandlers(
-            SubscriptionStore(pool, ledger=NAME),
+            PostgresSubscriptionStore(store, ledger=NAME),
             sender,
             app_url=settings.app_url,
             ttl_s=settings.push_ttl_s,

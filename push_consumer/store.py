@@ -9,8 +9,10 @@ reached, so a retry of that message skips them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 from uuid import UUID
 
 import asyncpg
@@ -31,6 +33,32 @@ SELECT $1, $2, unnest($3::uuid[])
 ON CONFLICT DO NOTHING
 """
 
+#: Connections for the store's statements, besides the inbox's one per message in flight.
+STORE_CONNECTIONS = 4
+
+
+@asynccontextmanager
+async def store_pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool for the store, whose connections go back without asyncpg's reset.
+
+    asyncpg resets a connection on every release (advisory locks, cursors,
+    LISTEN, session settings: one more round trip to PostgreSQL). The store
+    runs single statements that leave none of those behind, so here the reset
+    would be pure cost on every message. The inbox's pool keeps its reset:
+    that is how its claims' advisory locks are let go.
+    """
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=STORE_CONNECTIONS, reset=_nothing_to_reset
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class UserDevice:
@@ -41,7 +69,23 @@ class UserDevice:
     already_sent: bool
 
 
-class SubscriptionStore:
+class SubscriptionStore(Protocol):
+    """The port the push handler reads subscriptions and writes the ledger through.
+
+    :class:`PostgresSubscriptionStore` is the real one; unit tests use
+    ``tests.fakes.push.MemorySubscriptionStore``.
+    """
+
+    async def devices_for(self, user_id: UUID, message_id: UUID) -> list[UserDevice]:
+        """The user's subscriptions, each marked if ``message_id`` already reached it."""
+        ...
+
+    async def record_sent_devices(self, message_id: UUID, subscription_ids: Sequence[UUID]) -> None:
+        """Write to the ledger that ``message_id`` reached these subscriptions (before a retry)."""
+        ...
+
+
+class PostgresSubscriptionStore:
     """Reads a user's subscriptions and keeps the sent-devices ledger, keyed by ``ledger``."""
 
     def __init__(self, pool: asyncpg.Pool, *, ledger: str) -> None:

@@ -4,8 +4,8 @@ The payload is encrypted with ``http_ece`` exactly as pywebpush's
 ``WebPusher.encode`` does it (a fresh ECDH key and salt per push,
 ``aes128gcm``), and the VAPID header comes from :mod:`push_consumer.vapid`
 (py_vapid signs). pywebpush itself is not used: it sends with ``requests``
-(blocking) or ``aiohttp``, and we want one pooled ``httpx.AsyncClient`` with
-an injectable transport.
+(blocking) or ``aiohttp``, and we want one pooled httpx transport that a
+test can replace.
 
 What the push service answers becomes one of the runtime's errors here, at
 the edge, so handlers never see httpx:
@@ -124,10 +124,15 @@ class PushSender(Protocol):
 
 
 class WebPushSender:
-    """Sends encrypted pushes over one pooled ``httpx.AsyncClient`` (HTTP keep-alive).
+    """Sends encrypted pushes over one pooled httpx transport (HTTP/1.1 keep-alive).
 
     ``transport`` is for tests (``httpx.MockTransport``); by default httpx
     opens real connections, at most ``max_connections`` at once.
+
+    It posts through the transport, not an ``httpx.AsyncClient``: a push
+    needs none of the client's layers (cookies, auth flows, redirects, event
+    hooks, default headers), and they cost about as much CPU as encrypting
+    the push (issue 13, ``bench.push_consumer_throughput``).
     """
 
     def __init__(
@@ -139,17 +144,15 @@ class WebPushSender:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._vapid = vapid
-        self._client = httpx.AsyncClient(
-            timeout=timeout_s,
+        self._timeout = httpx.Timeout(timeout_s).as_dict()
+        self._transport = transport or httpx.AsyncHTTPTransport(
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport,
-            follow_redirects=False,
+            )
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     async def send(
         self,
@@ -181,7 +184,7 @@ class WebPushSender:
             headers["Topic"] = topic
         body = encrypt(plaintext, target)
         try:
-            response = await self._client.post(target.endpoint, content=body, headers=headers)
+            response = await self._post(target.endpoint, body, headers)
         except httpx.UnsupportedProtocol as exc:
             raise PermanentError(f"not a push URL: {exc}", reason="invalid_endpoint") from exc
         except httpx.TimeoutException as exc:
@@ -191,6 +194,18 @@ class WebPushSender:
                 f"push service unreachable: {exc!r}", reason="push_unreachable"
             ) from exc
         return _outcome(response)
+
+    async def _post(self, endpoint: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """One POST, its answer read to the end, so the connection goes back to the pool."""
+        request = httpx.Request(
+            "POST", endpoint, headers=headers, content=body, extensions={"timeout": self._timeout}
+        )
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
 
 def _outcome(response: httpx.Response) -> int:
