@@ -11,8 +11,8 @@ from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
 
 from calendar_service.api.deps import (
-    AnswerDeskDep,
     CacheDep,
+    ContainerDep,
     CurrentUser,
     ResendQuota,
     UowDep,
@@ -79,8 +79,7 @@ async def answer(
     event_id: uuid.UUID,
     body: RsvpIn,
     caller: CurrentUser,
-    desk: AnswerDeskDep,
-    cache: CacheDep,
+    container: ContainerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Create or change the caller's RSVP: 201 for a new answer, 200 for a change.
@@ -91,9 +90,10 @@ async def answer(
     idempotency = None
     if idempotency_key is not None:
         idempotency = IdempotencyKey(idempotency_key, _fingerprint(event_id, body))
+    # the container itself, not a dependency each for the desk and the cache: fewer to solve
     reply = await answer_rsvp(
-        desk,
-        cache,
+        container.answers,
+        container.cache,
         event_id=event_id,
         caller_id=caller.user_id,
         answer=Answer(body.status, body.guests),
