@@ -19,6 +19,8 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         log_config=None,
+        # configure_logging mutes uvicorn's access logger; this spares building each line too
+        access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from typing import Any
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +22,32 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+
+class _RouteMetrics:
+    """The two series' children for one method, route and status, found once.
+
+    ``labels()`` takes a lock and builds a tuple key on every call; a handful of
+    routes and statuses make few children, so they are remembered here.
+    """
+
+    __slots__ = ("count", "latency")
+
+    def __init__(self, method: str, route: str, status: int) -> None:
+        self.count = REQUESTS.labels(method, route, str(status))
+        self.latency = LATENCY.labels(method, route)
+
+
+_route_metrics: dict[tuple[str, str, int], _RouteMetrics] = {}
+
+
+def _metrics_for(method: str, route: str, status: int) -> _RouteMetrics:
+    key = (method, route, status)
+    found = _route_metrics.get(key)
+    if found is None:
+        # route is a template ("/events/{event_id}") or "unmatched": the set stays small
+        found = _route_metrics[key] = _RouteMetrics(method, route, status)
+    return found
 
 
 async def _reply(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -99,11 +124,12 @@ class RequestContext:
         cid = incoming or str(uuid.uuid4())
         token = correlation_id.set(cid)
         started = time.perf_counter()
-        status_holder: dict[str, Any] = {"status": 500}
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
+                status = message["status"]
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-correlation-id", cid.encode()),
@@ -116,6 +142,7 @@ class RequestContext:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             method = scope["method"]
-            LATENCY.labels(method, path).observe(time.perf_counter() - started)
-            REQUESTS.labels(method, path, str(status_holder["status"])).inc()
+            metrics = _metrics_for(method, path, status)
+            metrics.latency.observe(time.perf_counter() - started)
+            metrics.count.inc()
             correlation_id.reset(token)

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
 
 from calendar_service.api.deps import (
-    AnswerDeskDep,
     CacheDep,
+    ContainerDep,
     CurrentUser,
     ResendQuota,
     UowDep,
@@ -65,8 +65,15 @@ def _out(answered: Answered) -> RsvpOut:
     return RsvpOut.model_validate({**answered.rsvp, "notifications": answered.notifications})
 
 
-def _fingerprint(event_id: uuid.UUID, body: RsvpIn) -> str:
-    return hashlib.sha256(f"{event_id}:{body.model_dump_json()}".encode()).hexdigest()
+def fingerprint(event_id: uuid.UUID, body: RsvpIn) -> str:
+    """What tells a repeated request from another one under the same Idempotency-Key.
+
+    The text is ``body.model_dump_json()``'s, written out (a status word and an
+    int need no escaping) because serializing the model costs more than the hash;
+    stored fingerprints must not change (tests/unit/calendar/test_rsvp_fingerprint.py).
+    """
+    text = f'{event_id}:{{"status":"{body.status}","guests":{body.guests}}}'
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @router.post(
@@ -79,8 +86,7 @@ async def answer(
     event_id: uuid.UUID,
     body: RsvpIn,
     caller: CurrentUser,
-    desk: AnswerDeskDep,
-    cache: CacheDep,
+    container: ContainerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Create or change the caller's RSVP: 201 for a new answer, 200 for a change.
@@ -90,10 +96,11 @@ async def answer(
     """
     idempotency = None
     if idempotency_key is not None:
-        idempotency = IdempotencyKey(idempotency_key, _fingerprint(event_id, body))
+        idempotency = IdempotencyKey(idempotency_key, fingerprint(event_id, body))
+    # the container itself, not a dependency each for the desk and the cache: fewer to solve
     reply = await answer_rsvp(
-        desk,
-        cache,
+        container.answers,
+        container.cache,
         event_id=event_id,
         caller_id=caller.user_id,
         answer=Answer(body.status, body.guests),
