@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -53,9 +54,25 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.seen: dict[str, float] = {}
+        self._missing: set[str] = set()
+        self._complete = asyncio.Event()
 
     def on_email(self, message: AbstractIncomingMessage) -> None:
-        self.seen[str(message.message_id)] = time.time()
+        message_id = str(message.message_id)
+        self.seen[message_id] = time.time()
+        self._missing.discard(message_id)
+        if not self._missing:
+            self._complete.set()
+
+    async def lags_ms(self, started: dict[str, float], *, within_s: float = 30) -> list[float]:
+        """Arrival minus start of each message in ``started`` that arrived within the limit."""
+        self._missing = {m for m in started if m not in self.seen}
+        self._complete.clear()
+        if self._missing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within_s):
+                    await self._complete.wait()
+        return [(self.seen[m] - t) * 1000 for m, t in started.items() if m in self.seen]
 
     async def consume(self, servers: harness.Servers) -> aio_pika.abc.AbstractConnection:
         connection = await aio_pika.connect(servers.broker.amqp_url("email"))
@@ -95,15 +112,6 @@ async def open_loop(rate: float, seconds: float, send: Send) -> dict[str, float]
     return started
 
 
-async def lags_ms(
-    started: dict[str, float], arrivals: Arrivals, *, timeout: float = 30
-) -> list[float]:
-    deadline = time.monotonic() + timeout
-    while any(m not in arrivals.seen for m in started) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    return [(arrivals.seen[m] - t) * 1000 for m, t in started.items() if m in arrivals.seen]
-
-
 def figures(lags: list[float], sent: int) -> dict[str, Any]:
     return {
         "sent": sent,
@@ -139,11 +147,11 @@ async def relay_run(servers: harness.Servers, rate: float, seconds: float) -> di
                 return str(message_id)
 
             warm = await open_loop(rate, WARM_UP_S, commit)  # connects, fills caches
-            await lags_ms(warm, arrivals)
+            await arrivals.lags_ms(warm)
             offset = len(warm)
             before = procstat.cpu_seconds({"relay": [relay.pid]}, procstat.all_stats())
             started = await open_loop(rate, seconds, lambda i: commit(offset + i))
-            lags = await lags_ms(started, arrivals)
+            lags = await arrivals.lags_ms(started)
             after = procstat.cpu_seconds({"relay": [relay.pid]}, procstat.all_stats())
     finally:
         await consumer.close()
@@ -167,7 +175,7 @@ async def broker_run(servers: harness.Servers, rate: float, seconds: float) -> d
             return str(messages[i].message_id)
 
         started = await open_loop(rate, seconds, publish)
-        lags = await lags_ms(started, arrivals)
+        lags = await arrivals.lags_ms(started)
     finally:
         await connection.close()
         await consumer.close()

@@ -19,10 +19,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
+from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from calendar_service.config import Settings
@@ -34,18 +36,28 @@ from shared.service.listener import keep_listening
 from shared.service.process import run_service, run_until_stopped
 
 log = logging.getLogger(__name__)
+
+#: A connection of its own or one lent by a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
 DEFAULT_METRICS_PORT = 9101
 
-CLAIM = """
-SELECT id, exchange, routing_key, body, created_at
-FROM outbox
-WHERE published_at IS NULL
-ORDER BY id
-LIMIT $1
-FOR UPDATE SKIP LOCKED
+#: Claims a batch and marks it published in one statement; the transaction
+#: commits only after the broker's confirms, so the mark of a row the broker
+#: never confirmed is undone by UNMARK_FAILED (or by the rollback of a crash).
+CLAIM_AND_MARK = """
+UPDATE outbox SET published_at = now()
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE published_at IS NULL
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, exchange, routing_key, body, created_at
 """
-MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
-COUNT_FAILED = "UPDATE outbox SET attempts = attempts + 1 WHERE id = ANY($1::bigint[])"
+UNMARK_FAILED = """
+UPDATE outbox SET published_at = NULL, attempts = attempts + 1 WHERE id = ANY($1::bigint[])
+"""
 PRUNE = """
 DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) LIMIT 5000
@@ -58,6 +70,9 @@ class RelayOptions:
     batch_size: int = 200
     #: Fallback poll, in case a NOTIFY is missed (e.g. LISTEN connection re-made).
     idle_poll_s: float = 5.0
+    #: After a wake-up, wait this long for more commits, so that a NOTIFY storm
+    #: makes a few passes of many rows rather than one pass per commit.
+    coalesce_s: float = 0.0
     max_backoff_s: float = 30.0
     #: Published rows are kept this long for audit, then pruned.
     retention_s: float = 7 * 24 * 3600.0
@@ -121,74 +136,94 @@ class OutboxRelay:
         self._stopping.set()
         self._wake.set()
 
-    async def publish_pending_outbox(self) -> PassResult:
-        """One pass: claim, publish with confirms, mark the confirmed ones."""
-        async with self._pool.acquire() as connection, connection.transaction():
-            rows = await connection.fetch(CLAIM, self._options.batch_size)
+    async def publish_pending_outbox(self, connection: Connection | None = None) -> PassResult:
+        """One pass: claim and mark a batch, publish it with confirms, unmark the unconfirmed."""
+        if connection is None:
+            async with self._pool.acquire() as acquired:
+                return await self.publish_pending_outbox(acquired)
+        async with connection.transaction():
+            rows = sorted(
+                await connection.fetch(CLAIM_AND_MARK, self._options.batch_size),
+                key=itemgetter("id"),
+            )
             if not rows:
                 return PassResult(0, 0)
             outcomes = await asyncio.gather(
                 *(self._publish_row(row) for row in rows), return_exceptions=True
             )
-            confirmed = [r["id"] for r, o in zip(rows, outcomes, strict=True) if o is None]
             failed = [r["id"] for r, o in zip(rows, outcomes, strict=True) if o is not None]
-            if confirmed:
-                await connection.execute(MARK_PUBLISHED, confirmed)
-                now = datetime.now(UTC)
-                for row, outcome in zip(rows, outcomes, strict=True):
-                    if outcome is None:
-                        self.metrics.lag.observe((now - row["created_at"]).total_seconds())
-                self.metrics.published.inc(len(confirmed))
             if failed:
-                self.metrics.failed.inc(len(failed))
-                await connection.execute(COUNT_FAILED, failed)
-                first_error = next(o for o in outcomes if o is not None)
-                log.warning(
-                    "%d of %d outbox messages not confirmed; they stay for the next pass: %r",
-                    len(failed),
-                    len(rows),
-                    first_error,
-                )
-            return PassResult(len(rows), len(confirmed))
+                await connection.execute(UNMARK_FAILED, failed)
+        self._observe(rows, outcomes, len(failed))
+        return PassResult(len(rows), len(rows) - len(failed))
+
+    def _observe(
+        self, rows: list[asyncpg.Record], outcomes: list[BaseException | None], failed: int
+    ) -> None:
+        now = datetime.now(UTC)
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if outcome is None:
+                self.metrics.lag.observe((now - row["created_at"]).total_seconds())
+        self.metrics.published.inc(len(rows) - failed)
+        if failed:
+            self.metrics.failed.inc(failed)
+            log.warning(
+                "%d of %d outbox messages not confirmed; they stay for the next pass: %r",
+                failed,
+                len(rows),
+                next(o for o in outcomes if o is not None),
+            )
 
     async def _publish_row(self, row: asyncpg.Record) -> None:
         message = stored_body_to_amqp(row["body"])
         await self._publisher.publish_raw(message, row["exchange"], row["routing_key"])
 
-    async def prune(self) -> int:
-        async with self._pool.acquire() as connection:
-            status = await connection.execute(PRUNE, self._options.retention_s)
+    async def prune(self, connection: Connection) -> int:
+        status = await connection.execute(PRUNE, self._options.retention_s)
         return int(status.split()[-1])
 
     async def run(self) -> None:
-        """Publish until stopped, sleeping on NOTIFY between bursts."""
+        """Publish until stopped, sleeping on NOTIFY between bursts.
+
+        Every pass runs on one pooled connection, held while it works: giving
+        it back after each pass would cost the pool's reset, a round trip.
+        """
         backoff = Backoff(first_s=0.5, max_s=self._options.max_backoff_s)
-        passes = 0
         while not self._stopping.is_set():
-            self._wake.clear()
             try:
-                result = await self.publish_pending_outbox()
+                async with self._pool.acquire() as connection:
+                    await self._publish_until_stopped(connection, backoff)
             except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError) as exc:
                 delay = backoff.next_delay()
                 log.warning("relay pass failed, retrying in %.1fs: %r", delay, exc)
                 await self._sleep(delay)
-                continue
+
+    async def _publish_until_stopped(self, connection: Connection, backoff: Backoff) -> None:
+        passes = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            result = await self.publish_pending_outbox(connection)
             passes += 1
             if passes % 1000 == 0:
-                with contextlib.suppress(OSError, asyncpg.PostgresError):
-                    await self.prune()
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await self.prune(connection)
             if result.claimed and result.published == 0:
                 # the broker took nothing: it is away or refusing; back off
                 await self._sleep(backoff.next_delay())
-            elif result.claimed == self._options.batch_size:
-                backoff.reset()  # a full batch: there is probably more waiting
-            else:
-                backoff.reset()
-                await self._sleep(self._options.idle_poll_s)
+                continue
+            backoff.reset()
+            if result.claimed == self._options.batch_size:
+                continue  # a full batch: there is probably more waiting
+            if await self._sleep(self._options.idle_poll_s) and self._options.coalesce_s:
+                await asyncio.sleep(self._options.coalesce_s)
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep until woken (True) or ``seconds`` have passed (False)."""
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
 
 
 class RelayService:
