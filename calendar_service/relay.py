@@ -1,14 +1,15 @@
 """`python -m calendar_service.relay`: publish outbox rows to RabbitMQ (design §6.1).
 
-Each pass claims a batch of unpublished rows with ``FOR UPDATE SKIP LOCKED``
-(so several relays share the work without publishing a row twice), publishes
-them all with publisher confirms, and marks as sent only the rows the broker
-confirmed, in the same transaction that holds their locks. A nack, a timeout
-or a dropped connection leaves the rest unpublished for the next pass: a row
+Each pass claims a batch of unpublished rows and marks them published in one
+statement (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``,
+so several relays share the work without publishing a row twice), publishes
+them all with publisher confirms, unmarks the rows the broker did not confirm,
+and only then commits: a mark is visible only once its confirm is in. A nack,
+a timeout or a dropped connection leaves those rows for the next pass; a row
 may be published twice (a crash between confirm and commit) but never lost.
 The relay sleeps on ``LISTEN outbox`` rather than polling; the trigger on the
 outbox table wakes it at commit. While the broker is away it backs off.
-"""
+Figures behind the choices: ``bench/relay_perf_log.md``."""
 
 from __future__ import annotations
 
@@ -217,7 +218,12 @@ class OutboxRelay:
             try:
                 async with self._pool.acquire() as connection:
                     await self._publish_until_stopped(connection, backoff)
-            except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,  # e.g. the connection closed under a pass
+                aio_pika.exceptions.AMQPError,
+            ) as exc:
                 delay = backoff.next_delay()
                 log.warning("relay pass failed, retrying in %.1fs: %r", delay, exc)
                 await self._sleep(delay)
@@ -237,8 +243,7 @@ class OutboxRelay:
             result = await self.publish_pending_outbox(connection, begin_next=True)
             passes += 1
             if passes % 1000 == 0:
-                with contextlib.suppress(asyncpg.PostgresError):
-                    await self.prune(connection)
+                await self._prune_between_passes(connection)
             if result.claimed and result.published == 0:
                 # the broker took nothing: it is away or refusing; back off
                 await self._sleep(backoff.next_delay())
@@ -252,6 +257,15 @@ class OutboxRelay:
                 await asyncio.sleep(self._options.coalesce_s)
             else:
                 await self._sleep(self._options.idle_poll_s)
+
+    async def _prune_between_passes(self, connection: Connection) -> None:
+        """Prune in the empty transaction begun for the next pass, and commit at once."""
+        try:
+            await self.prune(connection)
+            await connection.execute("COMMIT; BEGIN")
+        except asyncpg.PostgresError as exc:
+            log.warning("pruning published outbox rows failed: %r", exc)
+            await connection.execute("ROLLBACK; BEGIN")
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken or ``seconds`` have passed (a timeout, not a task, per sleep)."""
