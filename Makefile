@@ -75,10 +75,11 @@ definitions: venv ## regenerate broker/definitions.json from the topology module
 BENCH_ARGS ?= --messages 10000 --runs 3
 B1_ARGS ?=
 B2_ARGS ?=
-BENCHMARKS := B1 B2 B3 B6 announcement push
+B4_ARGS ?=
+BENCHMARKS := B1 B2 B3 B4 B6 announcement push
 ONLY ?= $(BENCHMARKS)
 .PHONY: $(addprefix bench-,$(BENCHMARKS))
-bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of B1 B2 B3 B6 announcement push); results in bench/results/
+bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of B1 B2 B3 B4 B6 announcement push); results in bench/results/
 	$(PY) -m bench.summary
 
 bench-B1: services
@@ -90,6 +91,9 @@ bench-B2: services
 
 bench-B3: services
 	$(PY) -m bench.email_consumer_throughput $(BENCH_ARGS)
+
+bench-B4: services
+	$(PY) -m bench.relay_lag $(B4_ARGS)
 
 bench-B6: services
 	$(PY) -m bench.dlq_replay

@@ -1,14 +1,15 @@
 """`python -m calendar_service.relay`: publish outbox rows to RabbitMQ (design §6.1).
 
-Each pass claims a batch of unpublished rows with ``FOR UPDATE SKIP LOCKED``
-(so several relays share the work without publishing a row twice), publishes
-them all with publisher confirms, and marks as sent only the rows the broker
-confirmed, in the same transaction that holds their locks. A nack, a timeout
-or a dropped connection leaves the rest unpublished for the next pass: a row
+Each pass claims a batch of unpublished rows and marks them published in one
+statement (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``,
+so several relays share the work without publishing a row twice), publishes
+them all with publisher confirms, unmarks the rows the broker did not confirm,
+and only then commits: a mark is visible only once its confirm is in. A nack,
+a timeout or a dropped connection leaves those rows for the next pass; a row
 may be published twice (a crash between confirm and commit) but never lost.
 The relay sleeps on ``LISTEN outbox`` rather than polling; the trigger on the
 outbox table wakes it at commit. While the broker is away it backs off.
-"""
+Figures behind the choices: ``bench/relay_perf_log.md``."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
+from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from calendar_service.config import Settings
@@ -34,18 +37,28 @@ from shared.service.listener import keep_listening
 from shared.service.process import run_service, run_until_stopped
 
 log = logging.getLogger(__name__)
+
+#: A connection of its own or one lent by a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
 DEFAULT_METRICS_PORT = 9101
 
-CLAIM = """
-SELECT id, exchange, routing_key, body, created_at
-FROM outbox
-WHERE published_at IS NULL
-ORDER BY id
-LIMIT $1
-FOR UPDATE SKIP LOCKED
+#: Claims a batch and marks it published in one statement; the transaction
+#: commits only after the broker's confirms, so the mark of a row the broker
+#: never confirmed is undone by UNMARK_FAILED (or by the rollback of a crash).
+CLAIM_AND_MARK = """
+UPDATE outbox SET published_at = now()
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE published_at IS NULL
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, exchange, routing_key, body, created_at
 """
-MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
-COUNT_FAILED = "UPDATE outbox SET attempts = attempts + 1 WHERE id = ANY($1::bigint[])"
+UNMARK_FAILED = """
+UPDATE outbox SET published_at = NULL, attempts = attempts + 1 WHERE id = ANY($1::bigint[])
+"""
 PRUNE = """
 DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) LIMIT 5000
@@ -53,11 +66,22 @@ DELETE FROM outbox WHERE id IN (
 """
 
 
+#: A pass's commit only records that rows were published, so it need not wait
+#: for the WAL to reach disk (10 ms and more here, the pass's longest step, and
+#: rows waiting meanwhile). Should PostgreSQL crash before the flush, the marks
+#: are lost and those rows are published again: at least once, never lost.
+MARK_WITHOUT_FSYNC = {"synchronous_commit": "off"}
+
+
 @dataclass(frozen=True)
 class RelayOptions:
     batch_size: int = 200
     #: Fallback poll, in case a NOTIFY is missed (e.g. LISTEN connection re-made).
     idle_poll_s: float = 5.0
+    #: When commits arrive while a pass runs, wait this long before the next
+    #: one, so that a NOTIFY storm makes fewer passes of more rows; a commit
+    #: into a quiet relay is published at once.
+    coalesce_s: float = 0.005
     max_backoff_s: float = 30.0
     #: Published rows are kept this long for audit, then pruned.
     retention_s: float = 7 * 24 * 3600.0
@@ -121,74 +145,133 @@ class OutboxRelay:
         self._stopping.set()
         self._wake.set()
 
-    async def publish_pending_outbox(self) -> PassResult:
-        """One pass: claim, publish with confirms, mark the confirmed ones."""
-        async with self._pool.acquire() as connection, connection.transaction():
-            rows = await connection.fetch(CLAIM, self._options.batch_size)
-            if not rows:
-                return PassResult(0, 0)
+    async def publish_pending_outbox(
+        self, connection: Connection | None = None, *, begin_next: bool = False
+    ) -> PassResult:
+        """One pass: claim and mark a batch, publish it with confirms, unmark the unconfirmed.
+
+        The pass runs in the transaction ``connection`` is already in, or begins
+        one. With ``begin_next``, its commit begins the next pass's transaction
+        in the same round trip (``COMMIT; BEGIN``): on loopback a round trip is
+        a quarter of a one-row pass's CPU (``bench/relay_pass_cost.py``). Until
+        that pass the transaction is empty (no snapshot, no xid): it holds
+        nothing back.
+        """
+        if connection is None:
+            async with self._pool.acquire() as acquired:
+                return await self.publish_pending_outbox(acquired)
+        if not connection.is_in_transaction():
+            await connection.execute("BEGIN")
+        try:
+            rows = sorted(
+                await connection.fetch(CLAIM_AND_MARK, self._options.batch_size),
+                key=itemgetter("id"),
+            )
             outcomes = await asyncio.gather(
                 *(self._publish_row(row) for row in rows), return_exceptions=True
             )
-            confirmed = [r["id"] for r, o in zip(rows, outcomes, strict=True) if o is None]
             failed = [r["id"] for r, o in zip(rows, outcomes, strict=True) if o is not None]
-            if confirmed:
-                await connection.execute(MARK_PUBLISHED, confirmed)
-                now = datetime.now(UTC)
-                for row, outcome in zip(rows, outcomes, strict=True):
-                    if outcome is None:
-                        self.metrics.lag.observe((now - row["created_at"]).total_seconds())
-                self.metrics.published.inc(len(confirmed))
             if failed:
-                self.metrics.failed.inc(len(failed))
-                await connection.execute(COUNT_FAILED, failed)
-                first_error = next(o for o in outcomes if o is not None)
-                log.warning(
-                    "%d of %d outbox messages not confirmed; they stay for the next pass: %r",
-                    len(failed),
-                    len(rows),
-                    first_error,
-                )
-            return PassResult(len(rows), len(confirmed))
+                await connection.execute(UNMARK_FAILED, failed)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await connection.execute("ROLLBACK")  # the next pass starts clean
+            raise
+        await connection.execute("COMMIT; BEGIN" if begin_next else "COMMIT")
+        if rows:
+            self._observe(rows, outcomes, len(failed))
+        return PassResult(len(rows), len(rows) - len(failed))
+
+    def _observe(
+        self, rows: list[asyncpg.Record], outcomes: list[BaseException | None], failed: int
+    ) -> None:
+        now = datetime.now(UTC)
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if outcome is None:
+                self.metrics.lag.observe((now - row["created_at"]).total_seconds())
+        self.metrics.published.inc(len(rows) - failed)
+        if failed:
+            self.metrics.failed.inc(failed)
+            log.warning(
+                "%d of %d outbox messages not confirmed; they stay for the next pass: %r",
+                failed,
+                len(rows),
+                next(o for o in outcomes if o is not None),
+            )
 
     async def _publish_row(self, row: asyncpg.Record) -> None:
         message = stored_body_to_amqp(row["body"])
         await self._publisher.publish_raw(message, row["exchange"], row["routing_key"])
 
-    async def prune(self) -> int:
-        async with self._pool.acquire() as connection:
-            status = await connection.execute(PRUNE, self._options.retention_s)
+    async def prune(self, connection: Connection) -> int:
+        status = await connection.execute(PRUNE, self._options.retention_s)
         return int(status.split()[-1])
 
     async def run(self) -> None:
-        """Publish until stopped, sleeping on NOTIFY between bursts."""
+        """Publish until stopped, sleeping on NOTIFY between bursts.
+
+        Every pass runs on one pooled connection, held while it works: giving
+        it back after each pass would cost the pool's reset, a round trip.
+        """
         backoff = Backoff(first_s=0.5, max_s=self._options.max_backoff_s)
-        passes = 0
         while not self._stopping.is_set():
-            self._wake.clear()
             try:
-                result = await self.publish_pending_outbox()
-            except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError) as exc:
+                async with self._pool.acquire() as connection:
+                    await self._publish_until_stopped(connection, backoff)
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,  # e.g. the connection closed under a pass
+                aio_pika.exceptions.AMQPError,
+            ) as exc:
                 delay = backoff.next_delay()
                 log.warning("relay pass failed, retrying in %.1fs: %r", delay, exc)
                 await self._sleep(delay)
-                continue
+
+    async def _publish_until_stopped(self, connection: Connection, backoff: Backoff) -> None:
+        try:
+            await self._publish_passes(connection, backoff)
+        finally:
+            if not connection.is_closed() and connection.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await connection.execute("ROLLBACK")  # the next pass's, still empty
+
+    async def _publish_passes(self, connection: Connection, backoff: Backoff) -> None:
+        passes = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            result = await self.publish_pending_outbox(connection, begin_next=True)
             passes += 1
             if passes % 1000 == 0:
-                with contextlib.suppress(OSError, asyncpg.PostgresError):
-                    await self.prune()
+                await self._prune_between_passes(connection)
             if result.claimed and result.published == 0:
                 # the broker took nothing: it is away or refusing; back off
                 await self._sleep(backoff.next_delay())
-            elif result.claimed == self._options.batch_size:
-                backoff.reset()  # a full batch: there is probably more waiting
+                continue
+            backoff.reset()
+            if result.claimed == self._options.batch_size:
+                continue  # a full batch: there is probably more waiting
+            if self._wake.is_set():
+                # commits came in while this pass ran: a burst; let the next
+                # pass gather more of it rather than take one row each
+                await asyncio.sleep(self._options.coalesce_s)
             else:
-                backoff.reset()
                 await self._sleep(self._options.idle_poll_s)
 
+    async def _prune_between_passes(self, connection: Connection) -> None:
+        """Prune in the empty transaction begun for the next pass, and commit at once."""
+        try:
+            await self.prune(connection)
+            await connection.execute("COMMIT; BEGIN")
+        except asyncpg.PostgresError as exc:
+            log.warning("pruning published outbox rows failed: %r", exc)
+            await connection.execute("ROLLBACK; BEGIN")
+
     async def _sleep(self, seconds: float) -> None:
+        """Sleep until woken or ``seconds`` have passed (a timeout, not a task, per sleep)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
 
 class RelayService:
@@ -260,7 +343,9 @@ async def bootstrap(
     connection (made in ``run``, with back-off, unless given); closed on exit."""
     async with AsyncExitStack() as opened:
         if pool is None:
-            pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=2, max_size=4)
+            pool = await asyncpg.create_pool(
+                settings.asyncpg_dsn, min_size=2, max_size=4, server_settings=MARK_WITHOUT_FSYNC
+            )
             opened.push_async_callback(pool.close)
         service = RelayService(settings, pool, options=options, broker=broker)
         if broker is None:
