@@ -125,7 +125,7 @@ def figures(lags: list[float], sent: int) -> dict[str, Any]:
 async def relay_run(servers: harness.Servers, rate: float, seconds: float) -> dict[str, Any]:
     """Commit rows at ``rate`` with a relay process running; its lag and CPU per row."""
     messages = [rsvp_created() for _ in range(int(rate * (seconds + WARM_UP_S)))]
-    route = calendar_route(messages[0])
+    route = calendar_route(messages[0].type)
     rows = [(m.message_id, m.type, m.model_dump_json().encode()) for m in messages]
     env = {
         "DATABASE_URL": servers.database_url,

@@ -33,7 +33,7 @@ INSERT += "VALUES ($1, $2, $3, $4, $5)"
 async def cost_per_row_ms(servers: harness.Servers, passes: int, rows_per_pass: int) -> float:
     """Median over rounds of this process's CPU per published row, in ms."""
     messages = [rsvp_created() for _ in range(passes * rows_per_pass)]
-    route = calendar_route(messages[0])
+    route = calendar_route(messages[0].type)
     rows = [
         (m.message_id, m.type, route.exchange, route.routing_key, m.model_dump_json().encode())
         for m in messages
