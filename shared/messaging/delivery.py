@@ -24,6 +24,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from shared.messaging.acks import Acknowledger
 from shared.messaging.codec import log_context, stored_body_to_amqp
 from shared.messaging.errors import InvalidMessageError, TransientError
 from shared.messaging.failures import FailureRouting
@@ -57,8 +58,11 @@ class DeliveryProcessor:
         publisher: Publisher,
         metrics: RuntimeMetrics,
         runtime: str,
+        acks: Acknowledger | None = None,
     ) -> None:
         self._sub = subscription
+        # the runtime shares one across its subscriptions, so their acks coalesce
+        self._acks = acks or Acknowledger()
         self._inbox = inbox
         self._publisher = publisher
         self._metrics = metrics.for_queue(runtime, subscription.queue.name)
@@ -76,17 +80,17 @@ class DeliveryProcessor:
                     # a closed channel's deliveries the broker takes back itself
                     if pause is None or message.channel.is_closed:
                         log.exception("could not settle; returning it", extra=log_context(message))
-                        await return_to_queue(message)
+                        await self._acks.return_to_queue(message)
                         return
                     log.exception(
                         "could not settle; again in %.0f s", pause, extra=log_context(message)
                     )
                     await asyncio.sleep(pause)
                 else:
-                    await _ack(message)
+                    await self._acks.ack(message)
                     return
         except asyncio.CancelledError:  # shutting down: straight back to the queue
-            await return_to_queue(message)
+            await self._acks.return_to_queue(message)
             raise
         finally:
             in_flight.dec()
@@ -145,19 +149,3 @@ class DeliveryProcessor:
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
-
-
-async def _ack(message: AbstractIncomingMessage) -> None:
-    try:
-        await message.ack()
-    except Exception:
-        # The channel is gone: the broker redelivers and the inbox absorbs it.
-        log.warning("ack failed; the message will be redelivered", extra=log_context(message))
-
-
-async def return_to_queue(message: AbstractIncomingMessage) -> None:
-    """Give a delivery back unprocessed (nack with requeue), if the channel still can."""
-    try:
-        await message.nack(requeue=True)
-    except Exception:
-        log.warning("nack failed; the broker requeues on channel close", extra=log_context(message))
