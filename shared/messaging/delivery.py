@@ -22,10 +22,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared.messaging.acks import Acknowledger
-from shared.messaging.codec import log_context, stored_body_to_amqp
+from shared.messaging.codec import encoded_envelope_to_amqp, log_context, stored_body_to_amqp
 from shared.messaging.errors import InvalidMessageError, TransientError
 from shared.messaging.failures import FailureRouting
 from shared.messaging.followups import with_followup_ids
@@ -115,7 +116,8 @@ class DeliveryProcessor:
                         "another worker is handling this message right now", reason="in_progress"
                     )
                 if claim.followups is not None:
-                    duplicate, bodies = True, claim.followups
+                    duplicate = True
+                    outgoing = [stored_body_to_amqp(body) for body in claim.followups]
                 else:
                     duplicate = False
                     with self._metrics.handler_duration.time():
@@ -123,26 +125,29 @@ class DeliveryProcessor:
                     followups = with_followup_ids(self._sub.consumer, envelope.message_id, returned)
                     bodies = [followup.model_dump_json().encode() for followup in followups]
                     await claim.record(bodies)
+                    outgoing = [
+                        encoded_envelope_to_amqp(followup, body)
+                        for followup, body in zip(followups, bodies, strict=True)
+                    ]
         except Exception as exc:
             await self._failures.route(message, envelope, exc)
             return
         if duplicate:
-            await self._publish_followups(bodies)
+            await self._publish_followups(outgoing)
             self._metrics.duplicates.inc()
             log.info("duplicate: follow-ups republished", extra=log_context(message, envelope))
             return
-        await self._publish_followups(bodies)
+        await self._publish_followups(outgoing)
         self._metrics.handled.inc()
         # the success path is counted in metrics; a line per message would cost
         # more CPU than the runtime's own work (WARNING and ERROR stay)
         log.debug("handled", extra=log_context(message, envelope))
 
-    async def _publish_followups(self, bodies: Sequence[bytes]) -> None:
+    async def _publish_followups(self, messages: Sequence[aio_pika.Message]) -> None:
         """Publish all of them at once and wait for their confirms together."""
-        if len(bodies) == 1:  # the usual case: no gather to set up
-            await publish_routed(self._publisher, stored_body_to_amqp(bodies[0]))
-        elif bodies:
-            messages = [stored_body_to_amqp(body) for body in bodies]
+        if len(messages) == 1:  # the usual case: no gather to set up
+            await publish_routed(self._publisher, messages[0])
+        elif messages:
             outcomes = await asyncio.gather(
                 *(publish_routed(self._publisher, m) for m in messages), return_exceptions=True
             )
