@@ -159,9 +159,9 @@ class PostgresInbox:
     A claim is a session-level advisory lock on (consumer, message id), taken
     in the same round trip as the look-up, and released after the record
     committed, so a waiting copy then sees the message as handled. Claims,
-    records and releases of all messages in flight share one connection and
-    go out in batches (see :mod:`shared.messaging.inbox_session`); the pool
-    needs one connection for them, plus whatever else uses it.
+    records and releases of all messages in flight go out in batches on two
+    connections (see :mod:`shared.messaging.inbox_session`); the pool needs
+    two for them, plus whatever else uses it.
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:

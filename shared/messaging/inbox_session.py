@@ -1,17 +1,18 @@
-"""Inbox claims and records of every message in flight, as group commits on one session.
+"""Inbox claims and records of every message in flight, as group commits.
 
 Each message handled costs the inbox a claim (lock, then look), a record
 (an INSERT that must be durable before the ack) and a release of the lock.
 Done one by one, that is three round trips, a WAL flush and a connection
 reset per message. Here every claim, record and release asked for while the
 previous batch was on the wire goes out together: one INSERT for all
-records (one WAL flush), then one call of ``consumer_inbox_claim_many`` that
-releases and claims. Under load a round trip serves a dozen messages; alone,
-a message waits for nothing but its own round trip.
+records (one WAL flush) and, at the same time on a second connection, one
+call of ``consumer_inbox_claim_many`` that releases and claims. Under load a
+round trip serves a dozen messages; alone, a message waits for nothing but
+its own round trip.
 
 The locks are session-level advisory locks, so they live on one connection
 held from the pool while any claim is open, and given back (reset, which
-drops nothing then) once none is. A crashed process's session ends and its
+drops nothing then) once none is; the records' connection is held as long. A crashed process's session ends and its
 locks with it. Session locks stack within a session, so this process keeps
 its own set of held keys: a second copy here finds the key held without
 asking PostgreSQL.
@@ -119,32 +120,19 @@ class InboxSession:
             self._worker = asyncio.create_task(self._serve(), name="inbox-session")
 
     async def _serve(self) -> None:
-        assert self._wake is not None
-        connection: Connection | None = None
+        locks, records = _PooledConnection(self._pool), _PooledConnection(self._pool)
         try:
             while self._pending or self._locks:
                 nothing_urgent = not (self._pending.claims or self._pending.records)
                 if nothing_urgent and await self._idle():
                     continue
                 batch, self._pending = self._pending, _Pending()
-                try:
-                    if connection is None:
-                        connection = await self._pool.acquire()
-                    await self._flush(connection, batch)
-                except Exception as exc:
-                    log.warning("inbox batch failed: %r", exc)
-                    _fail(batch, exc)
-                    if connection is not None:
-                        # the session's locks die with it; claims still open are void
-                        connection.terminate()
-                        await self._give_back(connection)
-                        connection = None
-                    self._session += 1
-                    self._locks = 0
+                # independent: a release in this batch had its record committed earlier
+                await asyncio.gather(self._record(records, batch), self._claim(locks, batch))
             self._worker = None  # no await since the check: new work starts a new worker
         finally:
-            if connection is not None:
-                await self._give_back(connection)
+            await locks.give_back()
+            await records.give_back()
 
     async def _idle(self) -> bool:
         """Wait for claims or records; False when only releases are due now."""
@@ -159,42 +147,77 @@ class InboxSession:
             return False
         return True
 
-    async def _give_back(self, connection: Connection) -> None:
+    async def _record(self, records: _PooledConnection, batch: _Pending) -> None:
+        if not batch.records:
+            return
+        consumers = [key[0] for key, _, _ in batch.records]
+        ids = [key[1] for key, _, _ in batch.records]
+        bodies = [body for _, body, _ in batch.records]
+        try:
+            await (await records.get()).execute(RECORD_MANY, consumers, ids, bodies)
+        except Exception as exc:
+            log.warning("inbox records failed: %r", exc)
+            _fail([done for *_, done in batch.records], exc)
+            await records.discard()
+            return
+        for *_, done in batch.records:
+            if not done.done():
+                done.set_result(None)
+
+    async def _claim(self, locks: _PooledConnection, batch: _Pending) -> None:
+        if not (batch.claims or batch.releases):
+            return
+        released = [key[0] for key in batch.releases], [key[1] for key in batch.releases]
+        wanted = [key[0] for key, _ in batch.claims], [key[1] for key, _ in batch.claims]
+        try:
+            rows = await (await locks.get()).fetch(_CLAIM_MANY, *released, *wanted)
+        except Exception as exc:
+            log.warning("inbox claims failed: %r", exc)
+            _fail([claimed for _, claimed in batch.claims], exc)
+            # the session's locks die with it; claims still open are void
+            await locks.discard()
+            self._session += 1
+            self._locks = 0
+            return
+        self._locks -= len(batch.releases)
+        for row, (key, claimed) in zip(rows, batch.claims, strict=True):
+            self._locks += bool(row["locked"])
+            result = ClaimResult(row["locked"], row["handled"], row["stored"], self._session)
+            if claimed.done():  # its waiter was cancelled: let go at once
+                self.release(key, result)
+            else:
+                claimed.set_result(result)
+
+
+class _PooledConnection:
+    """A connection taken from the pool when first needed and kept until given back."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._connection: Connection | None = None
+
+    async def get(self) -> Connection:
+        if self._connection is None:
+            self._connection = await self._pool.acquire()
+        return self._connection
+
+    async def discard(self) -> None:
+        """Drop a connection in an unknown state (a failed statement, a lost server)."""
+        if self._connection is not None:
+            self._connection.terminate()
+            await self.give_back()
+
+    async def give_back(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
         try:
             await self._pool.release(connection)
         except Exception as exc:  # a broken connection the pool replaces anyway
-            log.warning("could not give the inbox connection back: %r", exc)
-
-    async def _flush(self, connection: Connection, batch: _Pending) -> None:
-        if batch.records:
-            consumers = [key[0] for key, _, _ in batch.records]
-            ids = [key[1] for key, _, _ in batch.records]
-            bodies = [body for _, body, _ in batch.records]
-            await connection.execute(RECORD_MANY, consumers, ids, bodies)
-            for *_, done in batch.records:
-                if not done.done():
-                    done.set_result(None)
-        if batch.claims or batch.releases:
-            released = [key[0] for key in batch.releases], [key[1] for key in batch.releases]
-            wanted = [key[0] for key, _ in batch.claims], [key[1] for key, _ in batch.claims]
-            rows = await connection.fetch(_CLAIM_MANY, *released, *wanted)
-            self._locks -= len(batch.releases)
-            for row, (_, claimed) in zip(rows, batch.claims, strict=True):
-                self._locks += bool(row["locked"])
-                result = ClaimResult(row["locked"], row["handled"], row["stored"], self._session)
-                if claimed.done():  # its waiter was cancelled: let go at once
-                    self.release(_key_of(batch, claimed), result)
-                else:
-                    claimed.set_result(result)
+            log.warning("could not give an inbox connection back: %r", exc)
 
 
-def _key_of(batch: _Pending, future: asyncio.Future[ClaimResult]) -> Key:
-    return next(key for key, claimed in batch.claims if claimed is future)
-
-
-def _fail(batch: _Pending, exc: Exception) -> None:
-    futures: list[asyncio.Future[Any]] = [f for _, f in batch.claims]
-    futures += [f for *_, f in batch.records]
+def _fail(futures: list[asyncio.Future[Any]], exc: Exception) -> None:
     for future in futures:
         if not future.done():
             future.set_exception(exc)
