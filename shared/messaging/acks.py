@@ -5,12 +5,14 @@ Handlers in flight finish together (their follow-ups are confirmed by one
 acks come in bursts. An ack asked for is sent on the next turn of the event
 loop with every other ack asked for meanwhile: one ``basic.ack`` with
 ``multiple=True`` up to the highest of them whose earlier delivery tags on
-the channel are all settled, one each for the rest. It never waits longer
-than that turn, so a slow handler holds back nothing but its own ack.
+the channel are all settled, one each for the rest. It waits no longer
+than that turn (and the writing of the turn before), so a slow handler
+holds back nothing but its own ack.
 
 Only deliveries this runtime was given are on its channel, so "every
 earlier tag settled" is known from :meth:`Acknowledger.delivered` and the
-settlements that followed.
+settlements that followed. A tag counts as settled only once its frame is
+written, so a multiple ack can never overtake a nack and ack that message.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Acknowledger:
     def __init__(self) -> None:
         self._channels: dict[int, _ChannelAcks] = {}
         self._flush: asyncio.Task[None] | None = None
+        # one turn's frames at a time: a multiple ack computed while the frames of
+        # the turn before are still being written could cover a tag acked twice
+        self._sending = asyncio.Lock()
 
     def delivered(self, message: AbstractIncomingMessage) -> None:
         """Note a delivery the runtime now has to settle."""
@@ -72,13 +77,14 @@ class Acknowledger:
 
     async def return_to_queue(self, message: AbstractIncomingMessage) -> None:
         """Give a delivery back unprocessed (nack with requeue), if the channel still can."""
-        self._forget(message)
         try:
             await message.nack(requeue=True)
         except Exception:
             log.warning(
                 "nack failed; the broker requeues on channel close", extra=log_context(message)
             )
+        # only now: until its nack is written, no multiple ack may reach past it
+        self._forget(message)
 
     def _acks_of(self, message: AbstractIncomingMessage) -> _ChannelAcks:
         channel = _open_channel(message)
@@ -100,10 +106,11 @@ class Acknowledger:
     async def _flush_next_turn(self) -> None:
         await asyncio.sleep(0)  # let every handler woken with this one ask too
         self._flush = None
-        for acks in list(self._channels.values()):
-            ready, acks.ready = acks.ready, []
-            if ready:
-                await _send(acks, ready)
+        async with self._sending:
+            for acks in list(self._channels.values()):
+                ready, acks.ready = acks.ready, []
+                if ready:
+                    await _send(acks, ready)
 
 
 async def _send(
