@@ -12,17 +12,17 @@ its own round trip.
 
 The locks are session-level advisory locks, so they live on one connection
 held from the pool while any claim is open, and given back (reset, which
-drops nothing then) once none is; the records' connection is held as long. A crashed process's session ends and its
-locks with it. Session locks stack within a session, so this process keeps
-its own set of held keys: a second copy here finds the key held without
-asking PostgreSQL.
+drops nothing then) once none is; the records' connection is held as long. A
+crashed process's session ends and its locks with it. Session locks stack
+within a session, so this process keeps its own set of held keys: a second
+copy here finds the key held without asking PostgreSQL.
 
 A release waits for the next claim to go with it (:data:`RELEASE_DELAY_S`).
 Ordering is what keeps the 0006 race away: a record commits before the
-release of its lock is sent (records go first in every flush, and a claim
-is released only after its record returned), and in the claim function the
-releases run before the claims, whose look-up takes a snapshot after its
-locks are held.
+release of its lock is sent (a claim is released only after its record
+returned, so never in the batch that records it), and in the claim
+function the releases run before the claims, whose look-up takes a
+snapshot after its locks are held.
 """
 
 from __future__ import annotations
