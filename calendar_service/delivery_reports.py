@@ -111,7 +111,7 @@ async def forget_subscription(engine: AsyncEngine, message: PushSubscriptionExpi
 
 
 #: Follow-ups handled at once: each is a short transaction on the engine's
-#: pool plus an inbox connection held for the claim.
+#: pool; the inbox claims and records of all of them share two connections.
 CONCURRENCY = 8
 
 
@@ -149,10 +149,8 @@ async def bootstrap(
             engine = create_engine(settings)
             opened.push_async_callback(engine.dispose)
         if pool is None:
-            # each handler holds an inbox connection while it runs (its claim's lock)
-            pool = await asyncpg.create_pool(
-                settings.asyncpg_dsn, min_size=1, max_size=CONCURRENCY + 1
-            )
+            # the inbox batches every claim and record onto two connections
+            pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=3)
             opened.push_async_callback(pool.close)
         yield ConsumerService(build_runtime(settings, engine, pool, metrics_port=metrics_port))
 

@@ -45,6 +45,12 @@ def envelope_to_amqp(
     return _message(envelope, envelope.model_dump_json().encode(), headers)
 
 
+def encoded_envelope_to_amqp(envelope: Envelope[Any], body: bytes) -> aio_pika.Message:
+    """The message for ``envelope`` whose JSON ``body`` is made already (a fresh follow-up,
+    recorded with exactly these bytes): no second serialisation, no parse."""
+    return _message(envelope, body, None)
+
+
 def stored_body_to_amqp(body: bytes, *, headers: HeadersType | None = None) -> aio_pika.Message:
     """Rebuild the message of a body published earlier, keeping the body byte for byte."""
     return _message(_StoredEnvelope.model_validate_json(body), body, headers)

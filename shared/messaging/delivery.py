@@ -11,7 +11,7 @@ then returned to its queue (nack with requeue).
     type the subscription refuses -> dlx, reason unexpected_type
     claimed by another worker     -> retry tier (it comes back as a duplicate)
     message id already in inbox   -> republish stored follow-ups
-    handler returns follow-ups    -> inbox record, publish follow-ups
+    handler returns follow-ups    -> inbox record and follow-ups' publish, together
     handler raises                -> retry tier or dlx (see failures.py)
 """
 
@@ -22,17 +22,19 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared.messaging.codec import log_context, stored_body_to_amqp
+from shared.messaging.acks import Acknowledger
+from shared.messaging.codec import encoded_envelope_to_amqp, log_context, stored_body_to_amqp
 from shared.messaging.errors import InvalidMessageError, TransientError
 from shared.messaging.failures import FailureRouting
 from shared.messaging.followups import with_followup_ids
-from shared.messaging.inbox import Inbox
+from shared.messaging.inbox import Claim, Inbox
 from shared.messaging.metrics import RuntimeMetrics
 from shared.messaging.publisher import Publisher, publish_routed
 from shared.messaging.subscription import Subscription
-from shared.schemas import InvalidMessage, parse_message
+from shared.schemas import Envelope, InvalidMessage, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,11 @@ class DeliveryProcessor:
         publisher: Publisher,
         metrics: RuntimeMetrics,
         runtime: str,
+        acks: Acknowledger | None = None,
     ) -> None:
         self._sub = subscription
+        # the runtime shares one across its subscriptions, so their acks coalesce
+        self._acks = acks or Acknowledger()
         self._inbox = inbox
         self._publisher = publisher
         self._metrics = metrics.for_queue(runtime, subscription.queue.name)
@@ -76,17 +81,17 @@ class DeliveryProcessor:
                     # a closed channel's deliveries the broker takes back itself
                     if pause is None or message.channel.is_closed:
                         log.exception("could not settle; returning it", extra=log_context(message))
-                        await return_to_queue(message)
+                        await self._acks.return_to_queue(message)
                         return
                     log.exception(
                         "could not settle; again in %.0f s", pause, extra=log_context(message)
                     )
                     await asyncio.sleep(pause)
                 else:
-                    await _ack(message)
+                    await self._acks.ack(message)
                     return
         except asyncio.CancelledError:  # shutting down: straight back to the queue
-            await return_to_queue(message)
+            await self._acks.return_to_queue(message)
             raise
         finally:
             in_flight.dec()
@@ -104,6 +109,7 @@ class DeliveryProcessor:
                 message, envelope, unexpected, reason=unexpected.reason
             )
             return
+        publishing: asyncio.Future[None] | None = None
         try:
             async with self._inbox.claim(self._sub.consumer, envelope.message_id) as claim:
                 if claim.busy:
@@ -111,42 +117,63 @@ class DeliveryProcessor:
                         "another worker is handling this message right now", reason="in_progress"
                     )
                 if claim.followups is not None:
-                    duplicate, bodies = True, claim.followups
+                    stored = [stored_body_to_amqp(body) for body in claim.followups]
                 else:
-                    duplicate = False
                     with self._metrics.handler_duration.time():
                         returned = await self._sub.handler(envelope)
-                    followups = with_followup_ids(self._sub.consumer, envelope.message_id, returned)
-                    bodies = [followup.model_dump_json().encode() for followup in followups]
-                    await claim.record(bodies)
+                    publishing = await self._record_while_publishing(claim, envelope, returned)
         except Exception as exc:
             await self._failures.route(message, envelope, exc)
             return
-        if duplicate:
-            await self._publish_followups(bodies)
+        if publishing is None:
+            await self._publish_followups(stored)
             self._metrics.duplicates.inc()
             log.info("duplicate: follow-ups republished", extra=log_context(message, envelope))
             return
-        await self._publish_followups(bodies)
+        await publishing  # its failure is settled again in place, see process()
         self._metrics.handled.inc()
-        log.info("handled", extra=log_context(message, envelope))
+        # the success path is counted in metrics; a line per message would cost
+        # more CPU than the runtime's own work (WARNING and ERROR stay)
+        log.debug("handled", extra=log_context(message, envelope))
 
-    async def _publish_followups(self, bodies: Sequence[bytes]) -> None:
-        for body in bodies:
-            await publish_routed(self._publisher, stored_body_to_amqp(body))
+    async def _record_while_publishing(
+        self, claim: Claim, envelope: Envelope[Any], returned: Sequence[Envelope[Any]]
+    ) -> asyncio.Future[None]:
+        """Record the follow-ups and, at the same time, publish them; return the publishing.
+
+        The ack waits for both; neither needs the other first. Had the record
+        failed after the publish, the message goes to its retry tier and the
+        follow-up ids, derived from it, let the receiver drop the copy.
+        """
+        followups = with_followup_ids(self._sub.consumer, envelope.message_id, returned)
+        bodies = [followup.model_dump_json().encode() for followup in followups]
+        outgoing = [
+            encoded_envelope_to_amqp(followup, body)
+            for followup, body in zip(followups, bodies, strict=True)
+        ]
+        publishing = asyncio.ensure_future(self._publish_followups(outgoing))
+        try:
+            await claim.record(bodies)
+        except BaseException:
+            publishing.cancel()  # the message is routed or returned: its outcome is moot
+            publishing.add_done_callback(_retrieve)
+            raise
+        return publishing
+
+    async def _publish_followups(self, messages: Sequence[aio_pika.Message]) -> None:
+        """Publish all of them at once and wait for their confirms together."""
+        if len(messages) == 1:  # the usual case: no gather to set up
+            await publish_routed(self._publisher, messages[0])
+        elif messages:
+            outcomes = await asyncio.gather(
+                *(publish_routed(self._publisher, m) for m in messages), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
 
-async def _ack(message: AbstractIncomingMessage) -> None:
-    try:
-        await message.ack()
-    except Exception:
-        # The channel is gone: the broker redelivers and the inbox absorbs it.
-        log.warning("ack failed; the message will be redelivered", extra=log_context(message))
-
-
-async def return_to_queue(message: AbstractIncomingMessage) -> None:
-    """Give a delivery back unprocessed (nack with requeue), if the channel still can."""
-    try:
-        await message.nack(requeue=True)
-    except Exception:
-        log.warning("nack failed; the broker requeues on channel close", extra=log_context(message))
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a publish whose outcome no longer matters as looked at (no "never retrieved")."""
+    if not future.cancelled():
+        future.exception()

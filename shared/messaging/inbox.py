@@ -23,6 +23,8 @@ from uuid import UUID
 
 import asyncpg
 
+from shared.messaging.inbox_session import InboxSession, Key
+
 INBOX_DDL = """
 CREATE TABLE IF NOT EXISTS consumer_inbox (
     consumer   text        NOT NULL,
@@ -81,7 +83,8 @@ class Inbox(Protocol):
 #: committed, get the lock once that worker let go, and still see the message
 #: as new. A VOLATILE function takes a fresh snapshot for each query in it, so
 #: the look-up sees every record committed before the lock was granted, and
-#: the claim stays one round trip. Migration 0006 creates it in production.
+#: the claim stays one round trip. Migration 0006 creates it in production;
+#: the runtime now claims through ``consumer_inbox_claim_many`` below.
 INBOX_CLAIM_FUNCTION = """
 CREATE OR REPLACE FUNCTION consumer_inbox_claim(p_consumer text, p_message_id uuid)
 RETURNS TABLE (locked boolean, handled boolean, stored jsonb)
@@ -95,7 +98,35 @@ BEGIN
 END
 $$
 """
-_CLAIM = "SELECT locked, handled, stored FROM consumer_inbox_claim($1::text, $2::uuid)"
+
+#: The same claim for a batch, after releasing the locks of a batch: first the
+#: unlocks (their records committed before this call was sent), then every
+#: lock, then one look-up whose snapshot is taken after all of them are held,
+#: so the 0006 race stays closed. Rows come back in the order of ``p_ids``.
+#: Migration 0007 creates it in production.
+INBOX_CLAIM_MANY_FUNCTION = """
+CREATE OR REPLACE FUNCTION consumer_inbox_claim_many(
+    p_release_consumers text[], p_release_ids uuid[], p_consumers text[], p_ids uuid[]
+)
+RETURNS TABLE (locked boolean, handled boolean, stored jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_locked boolean[];
+BEGIN
+    PERFORM pg_advisory_unlock(hashtextextended(r.c || '/' || r.m::text, 0))
+    FROM unnest(p_release_consumers, p_release_ids) AS r(c, m);
+    SELECT coalesce(array_agg(
+        pg_try_advisory_lock(hashtextextended(w.c || '/' || w.m::text, 0)) ORDER BY w.n
+    ), '{}') INTO v_locked
+    FROM unnest(p_consumers, p_ids) WITH ORDINALITY AS w(c, m, n);
+    RETURN QUERY
+    SELECT v_locked[w.n::int], i.message_id IS NOT NULL, i.followups
+    FROM unnest(p_consumers, p_ids) WITH ORDINALITY AS w(c, m, n)
+    LEFT JOIN consumer_inbox i ON i.consumer = w.c AND i.message_id = w.m
+    ORDER BY w.n;
+END
+$$
+"""
 _RECORD = (
     "INSERT INTO consumer_inbox (consumer, message_id, followups)"
     " VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING"
@@ -112,47 +143,57 @@ def _encode(followups: list[bytes]) -> str:
 
 @dataclass
 class _PostgresClaim:
-    connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
-    consumer: str
-    message_id: UUID
+    session: InboxSession | None
+    key: Key
     followups: list[bytes] | None
     busy: bool
 
     async def record(self, followups: list[bytes]) -> None:
-        await self.connection.execute(_RECORD, self.consumer, self.message_id, _encode(followups))
+        assert self.session is not None, "a busy claim records nothing"
+        await self.session.record(self.key, _encode(followups))
 
 
 class PostgresInbox:
     """The inbox in PostgreSQL, shared by every replica of a consumer.
 
     A claim is a session-level advisory lock on (consumer, message id), taken
-    in the same round trip as the look-up. It is released when the connection
-    goes back to the pool: asyncpg resets a released connection, which drops
-    its advisory locks, and that happens after the record's INSERT committed,
-    so a waiting copy then sees the message as handled. A crashed consumer's
-    session ends and its locks with it. The pool needs a connection per
-    message handled at once.
+    in the same round trip as the look-up, and released after the record
+    committed, so a waiting copy then sees the message as handled. Claims,
+    records and releases of all messages in flight go out in batches on two
+    connections (see :mod:`shared.messaging.inbox_session`); the pool needs
+    two for them, plus whatever else uses it.
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._session = InboxSession(pool)
+        self._held: set[Key] = set()  # session locks stack: a second copy here must not
 
     async def ensure_schema(self) -> None:
         await self._pool.execute(INBOX_DDL)
         await self._pool.execute(INBOX_CLAIM_FUNCTION)
+        await self._pool.execute(INBOX_CLAIM_MANY_FUNCTION)
 
     @asynccontextmanager
     async def claim(self, consumer: str, message_id: UUID) -> AsyncIterator[Claim]:
-        async with self._pool.acquire() as connection:
-            row = await connection.fetchrow(_CLAIM, consumer, message_id)
-            assert row is not None
-            yield _PostgresClaim(
-                connection=connection,
-                consumer=consumer,
-                message_id=message_id,
-                followups=_decode(row["stored"]) if row["handled"] else None,
-                busy=not row["locked"],
-            )
+        key = (consumer, message_id)
+        if key in self._held:  # another copy is being handled in this process
+            yield _PostgresClaim(None, key, followups=None, busy=True)
+            return
+        self._held.add(key)
+        try:
+            result = await self._session.claim(key)
+            try:
+                yield _PostgresClaim(
+                    session=self._session if result.locked else None,
+                    key=key,
+                    followups=_decode(result.stored) if result.handled else None,
+                    busy=not result.locked,
+                )
+            finally:
+                self._session.release(key, result)
+        finally:
+            self._held.discard(key)
 
     async def seen(self, consumer: str, message_id: UUID) -> list[bytes] | None:
         row = await self._pool.fetchrow(

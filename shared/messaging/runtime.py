@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from shared.messaging.delivery import DeliveryProcessor, return_to_queue
+from shared.messaging.acks import Acknowledger
+from shared.messaging.delivery import DeliveryProcessor
 from shared.messaging.health import HealthServer
 from shared.messaging.inbox import Inbox
 from shared.messaging.metrics import RuntimeMetrics
@@ -93,6 +94,7 @@ class ConsumerRuntime:
         self._draining = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._waiting: set[asyncio.Task[None]] = set()
+        self._acks = Acknowledger()
         self.health: HealthServer | None = None
         if metrics_port is not None:
             self.health = HealthServer(
@@ -172,6 +174,7 @@ class ConsumerRuntime:
                 publisher=publisher,
                 metrics=self.metrics,
                 runtime=self.name,
+                acks=self._acks,
             )
             # passive and robust: checked, never declared, and re-consumed after a reconnect
             queue = await consuming.declare_queue(subscription.queue.name, passive=True)
@@ -195,6 +198,7 @@ class ConsumerRuntime:
     ) -> None:
         # aiormq cancels its own callback tasks when a channel closes; running
         # the message in a task of ours lets a handler finish through a reconnect.
+        self._acks.delivered(message)
         task = asyncio.create_task(self._process(processor, message))
         self._in_flight.add(task)
         self._waiting.add(task)
@@ -207,13 +211,13 @@ class ConsumerRuntime:
         try:
             await self._slots.acquire()
         except asyncio.CancelledError:
-            await return_to_queue(message)
+            await self._acks.return_to_queue(message)
             raise
         try:
             if (task := asyncio.current_task()) is not None:
                 self._waiting.discard(task)
             if self._draining:
-                await return_to_queue(message)
+                await self._acks.return_to_queue(message)
                 return
             await processor.process(message)
         finally:

@@ -40,10 +40,10 @@ class ConsumerSettings(Protocol):
 
 @asynccontextmanager
 async def inbox_pool(settings: ConsumerSettings, *, spare: int) -> AsyncIterator[asyncpg.Pool]:
-    """A pool with a connection per concurrent message (a claim holds one while its
-    handler runs) plus ``spare`` for what the handlers query themselves."""
+    """A pool with two connections for the inbox (the claims and the records of all
+    messages in flight share them) plus ``spare`` for what the handlers query themselves."""
     pool = await asyncpg.create_pool(
-        settings.asyncpg_dsn, min_size=min(2, spare), max_size=settings.concurrency + spare
+        settings.asyncpg_dsn, min_size=min(2, spare), max_size=2 + spare
     )
     try:
         yield pool

@@ -43,6 +43,7 @@ class RefusingPublisher:
 @dataclass
 class FakeDelivery:
     body: bytes
+    delivery_tag: int | None = None
     channel: Any = field(default_factory=lambda: SimpleNamespace(is_closed=False))
     correlation_id: str | None = None
     message_id: str | None = None
