@@ -18,8 +18,8 @@ from calendar_service.config import Settings
 from calendar_service.db.answers import RsvpAnswers
 from calendar_service.db.session import create_engine
 from calendar_service.domain import CHANNELS
-from calendar_service.ratelimit import Limiter, parse_limit
-from calendar_service.security import TokenIssuer
+from calendar_service.ratelimit import Admission, Limiter, RequestLimits, parse_limit
+from calendar_service.security import PasswordHashing, TokenIssuer
 from shared.dlq.office import DeadLetterOffice
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
@@ -36,6 +36,10 @@ class Container:
     #: parsed once from the settings
     resend_limit: RateLimitItem
     announcement_limit: RateLimitItem
+    #: the tiers, login, registration and RSVP change limits, counted together
+    admission: Admission
+    limits: RequestLimits
+    passwords: PasswordHashing
     dead_letters: DeadLetterOffice
     answers: RsvpAnswers
     broker: AbstractRobustConnection | None = None
@@ -74,6 +78,16 @@ async def bootstrap(settings: Settings) -> Container:
         limiter=Limiter(settings.redis_url, connection_pool=client.connection_pool),
         resend_limit=parse_limit(settings.resend_limit),
         announcement_limit=parse_limit(settings.announcement_limit),
+        admission=Admission(client),
+        limits=RequestLimits.parse(
+            login=settings.login_limit,
+            register=settings.register_limit,
+            anonymous=settings.rate_limit_anonymous,
+            user=settings.rate_limit_user,
+            admin=settings.rate_limit_admin,
+            rsvp_change=settings.rsvp_change_limit,
+        ),
+        passwords=PasswordHashing(settings.password_hash_concurrency),
         # connects on the first admin request, as the ops user
         dead_letters=DeadLetterOffice(settings.dead_letter_amqp_url, name="calendar-admin"),
         answers=await RsvpAnswers.connect(

@@ -42,13 +42,27 @@ class Settings(ServiceSettings):
 
     jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32)
     jwt_ttl_seconds: int = Field(default=3600, ge=60)
-    #: Users registering with one of these addresses become admins.
+    #: Users registering with one of these addresses become admins: dev and test
+    #: only (refused with APP_ENV=prod; there `python -m calendar_service.admin grant`).
     admin_emails: Annotated[frozenset[str], NoDecode] = frozenset()
 
     #: Resends of one RSVP's confirmation allowed in a moving window ("3/hour").
     resend_limit: str = "3/hour"
     #: Announcements one event may send in a moving window ("10/hour").
     announcement_limit: str = "10/hour"
+    #: Sign-in attempts per account and, separately, per client IP (design §8).
+    login_limit: str = "5/minute"
+    #: Registrations per client IP.
+    register_limit: str = "10/hour"
+    #: Requests per client IP without a bearer token.
+    rate_limit_anonymous: str = "60/minute"
+    #: Requests per signed-in user, and per admin.
+    rate_limit_user: str = "600/minute"
+    rate_limit_admin: str = "6000/minute"
+    #: RSVP answers per user: each sends an email and a push.
+    rsvp_change_limit: str = "30/hour"
+    #: Password hashes (64 MiB of memory each) computed at once; beyond, 503.
+    password_hash_concurrency: int = Field(default=4, ge=1, le=64)
     #: When reminders go out before an event starts ("24h,1h"; units s, m, h, d).
     reminder_offsets: Annotated[tuple[int, ...], NoDecode] = (24 * 3600, 3600)
     #: Attendees an announcement fans out to per transaction.
@@ -56,7 +70,16 @@ class Settings(ServiceSettings):
     #: Longest the scheduler sleeps without a wake-up (a safety net, not a poll).
     scheduler_max_sleep_s: float = Field(default=60.0, gt=0, le=3600)
 
-    @field_validator("resend_limit", "announcement_limit")
+    @field_validator(
+        "resend_limit",
+        "announcement_limit",
+        "login_limit",
+        "register_limit",
+        "rate_limit_anonymous",
+        "rate_limit_user",
+        "rate_limit_admin",
+        "rsvp_change_limit",
+    )
     @classmethod
     def _limit_must_parse(cls, value: str) -> str:
         parse_limit(value)
@@ -100,4 +123,10 @@ class Settings(ServiceSettings):
     def _refuse_dev_secrets_in_production(self) -> Settings:
         if self.app_env == "prod" and self.jwt_secret == DEV_JWT_SECRET:
             raise ValueError("JWT_SECRET must be set to a real secret when APP_ENV=prod")
+        if self.app_env == "prod" and self.admin_emails:
+            raise ValueError(
+                "ADMIN_EMAILS must be empty when APP_ENV=prod: anyone registering such an"
+                " address would become admin; grant the role with"
+                " `python -m calendar_service.admin grant EMAIL`"
+            )
         return self

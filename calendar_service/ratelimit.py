@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,8 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from calendar_service.errors import LimiterUnavailable, RateLimited
 
@@ -90,3 +92,132 @@ class Quota:
                 f"{self.what} too often (limit {self.shown})",
                 retry_after_s=refused.retry_after_s,
             )
+
+
+# Request admission: the tier limits, the login and registration limits and the
+# RSVP change limit are counted here rather than in the moving windows above.
+# A request's counters are fixed windows taken together in one Lua script, so
+# the RSVP route pays one Redis round trip for its tier and its change limit
+# (a moving window costs a script call per limit and a list as long as the
+# limit: 600 entries per user for RATE_LIMIT_USER). A fixed window lets at most
+# twice a limit through across a window's edge; for these limits that is fine.
+_ADMIT = """
+local counters = tonumber(ARGV[1])
+local marker_ttl = tonumber(ARGV[2])
+local replay = marker_ttl > 0 and redis.call('EXISTS', KEYS[counters + 1]) == 1
+local refused = 0
+for i = 1, counters do
+  local limit, ttl, waivable = tonumber(ARGV[3 * i]), ARGV[3 * i + 1], ARGV[3 * i + 2]
+  if not (replay and waivable == '1') then
+    local used = redis.call('INCR', KEYS[i])
+    if used == 1 then redis.call('EXPIRE', KEYS[i], ttl) end
+    if used > limit and refused == 0 then refused = i end
+  end
+end
+if marker_ttl > 0 and refused == 0 and not replay then
+  redis.call('SET', KEYS[counters + 1], '1', 'EX', marker_ttl)
+end
+return refused
+"""
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One use of ``limit`` by ``key`` (a user id, an IP, an email) under ``name``.
+
+    ``waived_on_replay``: not counted again when the request is a replay (its
+    idempotency marker is already in Redis), so a client's retry costs nothing.
+    """
+
+    limit: RateLimitItem
+    name: str
+    key: str
+    #: what was done too often, for the refusal: "RSVP changed", "signed in"
+    what: str
+    waived_on_replay: bool = False
+
+
+@dataclass(frozen=True)
+class Refusal:
+    counter: Counter
+    retry_after_s: int
+
+
+class Admission:
+    """Counts a request's uses of several limits at once, in one Redis round trip."""
+
+    def __init__(self, client: Redis, *, key_prefix: str = "rsvp-admit") -> None:
+        self._script = client.register_script(_ADMIT)
+        self._prefix = key_prefix
+
+    async def admit(
+        self, counters: Sequence[Counter], *, replay_marker: str | None = None
+    ) -> Refusal | None:
+        """Count one use of each counter; the first one past its limit, or None.
+
+        ``replay_marker`` names the request (user and Idempotency-Key): once an
+        admitted request set it, a repeat skips the ``waived_on_replay`` counters.
+        ``LimiterUnavailable`` when Redis cannot be asked: the caller decides
+        whether that limit fails open or closed.
+        """
+        now = time.time()
+        keys: list[str] = []
+        args: list[str | int] = [len(counters), 0]
+        window_ends: list[float] = []
+        for counter in counters:
+            window = counter.limit.get_expiry()
+            index = int(now // window)
+            keys.append(f"{self._prefix}:{counter.name}:{counter.key}:{index}")
+            args += [counter.limit.amount, window + 1, int(counter.waived_on_replay)]
+            window_ends.append((index + 1) * window)
+        if replay_marker is not None:
+            keys.append(f"{self._prefix}:replay:{replay_marker}")
+            args[1] = max((c.limit.get_expiry() for c in counters if c.waived_on_replay), default=0)
+        try:
+            refused = int(await self._script(keys=keys, args=args))
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable() from exc
+        if refused == 0:
+            return None
+        retry_after = max(1, math.ceil(window_ends[refused - 1] - now))
+        return Refusal(counters[refused - 1], retry_after)
+
+
+def refused_as_error(refusal: Refusal) -> RateLimited:
+    """The 429 for ``refusal``: what was done too often, and the limit."""
+    return RateLimited(
+        f"{refusal.counter.what} too often (limit {refusal.counter.limit})",
+        retry_after_s=refusal.retry_after_s,
+    )
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The limits of design §8 and the RSVP change limit, parsed once from the settings."""
+
+    login: RateLimitItem
+    register: RateLimitItem
+    anonymous: RateLimitItem
+    user: RateLimitItem
+    admin: RateLimitItem
+    rsvp_change: RateLimitItem
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        login: str,
+        register: str,
+        anonymous: str,
+        user: str,
+        admin: str,
+        rsvp_change: str,
+    ) -> RequestLimits:
+        return cls(
+            login=parse_limit(login),
+            register=parse_limit(register),
+            anonymous=parse_limit(anonymous),
+            user=parse_limit(user),
+            admin=parse_limit(admin),
+            rsvp_change=parse_limit(rsvp_change),
+        )

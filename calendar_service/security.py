@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from calendar_service.errors import Overloaded
 
 _hasher = PasswordHasher()
 #: Verified against when the user does not exist, so timing does not reveal accounts.
@@ -29,12 +33,38 @@ def _verify(password_hash: str | None, password: str) -> bool:
 # thread keeps the API responsive during a burst of logins.
 
 
-async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+class PasswordHashing:
+    """argon2id hashes in worker threads, at most ``slots`` at once.
 
+    Each hash holds 64 MiB while it runs, so a login flood with unbounded
+    threads would exhaust memory. A hash that finds no slot free within
+    ``wait_s`` is refused with ``Overloaded`` (503, Retry-After) instead of
+    queueing without end.
+    """
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
-    return await asyncio.to_thread(_verify, password_hash, password)
+    def __init__(self, slots: int, *, wait_s: float = 1.0) -> None:
+        self._slots = asyncio.Semaphore(slots)
+        self._wait_s = wait_s
+
+    async def hash(self, password: str) -> str:
+        async with self._slot():
+            return await asyncio.to_thread(_hasher.hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """True when ``password`` is this hash's; a missing hash costs the same time."""
+        async with self._slot():
+            return await asyncio.to_thread(_verify, password_hash, password)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._wait_s)
+        except TimeoutError:
+            raise Overloaded() from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
 
 class InvalidToken(Exception):

@@ -1,17 +1,23 @@
-"""Accounts and tokens: `POST /auth/register`, `POST /auth/token`."""
+"""Accounts and tokens: `POST /auth/register`, `POST /auth/token`.
+
+Both are limited before any password is hashed (`REGISTER_LIMIT` per client
+IP; `LOGIN_LIMIT` per account and per client IP), and fail closed with 503 when
+Redis cannot count: these are the routes a credential-stuffing flood aims at.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, EmailStr, Field
 
-from calendar_service.api.deps import ContainerDep, UowDep
+from calendar_service.api.deps import ContainerDep, UowDep, admit_strictly, client_ip
 from calendar_service.api.fields import PlainText
+from calendar_service.ratelimit import Counter
 from calendar_service.usecases.accounts import register as register_account
 from calendar_service.usecases.accounts import sign_in
 
@@ -37,10 +43,23 @@ class Token(BaseModel):
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-async def register(body: Registration, uow: UowDep, container: ContainerDep) -> UserOut:
+LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "too many attempts; see Retry-After"},
+    503: {"description": "the limiter or the password hashing is busy; see Retry-After"},
+}
+
+
+@router.post(
+    "/register", status_code=status.HTTP_201_CREATED, response_model=UserOut, responses=LIMITED
+)
+async def register(
+    body: Registration, request: Request, uow: UowDep, container: ContainerDep
+) -> UserOut:
+    limit = container.limits.register
+    await admit_strictly(container, Counter(limit, "register", client_ip(request), "registered"))
     user = await register_account(
         uow,
+        container.passwords,
         email=body.email,
         name=body.name,
         password=body.password,
@@ -49,11 +68,18 @@ async def register(body: Registration, uow: UowDep, container: ContainerDep) -> 
     return UserOut.model_validate(dict(user))
 
 
-@router.post("/token", response_model=Token)
+@router.post("/token", response_model=Token, responses=LIMITED)
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
     uow: UowDep,
     container: ContainerDep,
 ) -> Token:
-    user = await sign_in(uow, email=form.username, password=form.password)
+    limit, account = container.limits.login, form.username.strip().lower()[:320]
+    await admit_strictly(
+        container,
+        Counter(limit, "login-account", account, "signed in"),
+        Counter(limit, "login-ip", client_ip(request), "signed in"),
+    )
+    user = await sign_in(uow, container.passwords, email=form.username, password=form.password)
     return Token(access_token=container.tokens.issue(user["id"], user["role"]))

@@ -10,9 +10,13 @@ import contextlib
 import time
 import uuid
 
+import orjson
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from calendar_service.api.deps import admit_leniently
+from calendar_service.errors import RateLimited
+from calendar_service.ratelimit import Counter as LimitCounter
 from shared.logs import correlation_id
 
 REQUESTS = Counter("http_requests_total", "HTTP requests answered", ["method", "route", "status"])
@@ -146,3 +150,37 @@ class RequestContext:
             metrics.latency.observe(time.perf_counter() - started)
             metrics.count.inc()
             correlation_id.reset(token)
+
+
+class AnonymousRateLimit:
+    """``RATE_LIMIT_ANONYMOUS`` per client IP for requests without a bearer token.
+
+    A request with a token is counted in its user's tier when the token is read
+    (``api/deps.py``). Health and metrics are not counted: a load balancer polls
+    them from one address. Fails open when Redis is down, like the user tiers.
+    """
+
+    UNCOUNTED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in self.UNCOUNTED
+            or any(name == b"authorization" for name, _ in scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        container = scope["app"].state.container
+        client = scope.get("client")
+        ip = client[0] if client else "unknown"
+        counter = LimitCounter(container.limits.anonymous, "anonymous", ip, "requests sent")
+        try:
+            await admit_leniently(container, [counter])
+        except RateLimited as refused:
+            body = orjson.dumps({"detail": str(refused)})
+            await _reply(send, 429, body, [(b"retry-after", str(refused.retry_after_s).encode())])
+            return
+        await self.app(scope, receive, send)

@@ -15,6 +15,7 @@ from calendar_service.api.deps import (
     ContainerDep,
     CurrentUser,
     ResendQuota,
+    RsvpChanger,
     UowDep,
     current_correlation_id,
 )
@@ -85,7 +86,7 @@ def fingerprint(event_id: uuid.UUID, body: RsvpIn) -> str:
 async def answer(
     event_id: uuid.UUID,
     body: RsvpIn,
-    caller: CurrentUser,
+    caller: RsvpChanger,
     container: ContainerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
@@ -142,7 +143,7 @@ async def list_rsvps(
 
 
 @router.delete("/events/{event_id}/rsvps/me", response_model=RsvpOut)
-async def cancel(event_id: uuid.UUID, caller: CurrentUser, uow: UowDep, cache: CacheDep) -> RsvpOut:
+async def cancel(event_id: uuid.UUID, caller: RsvpChanger, uow: UowDep, cache: CacheDep) -> RsvpOut:
     """Withdraw the caller's RSVP; publishes `rsvp.cancelled`."""
     cancelled = await cancel_rsvp(
         uow,

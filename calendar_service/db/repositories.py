@@ -77,6 +77,12 @@ class Users(Repository):
     async def by_id(self, user_id: uuid.UUID) -> RowMapping | None:
         return await self._one(select(users).where(users.c.id == user_id))
 
+    async def set_role(self, user_id: uuid.UUID, role: str) -> RowMapping:
+        statement = update(users).where(users.c.id == user_id).values(role=role).returning(*users.c)
+        row = await self._one(statement)
+        assert row is not None
+        return row
+
 
 class Events(Repository):
     async def add(self, *, organizer_id: uuid.UUID, **fields: Any) -> RowMapping:

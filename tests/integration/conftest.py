@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from calendar_service.config import Settings
-from tests.support.api import api_client
+from tests.support.api import SUITE_LIMITS, api_client
 from tests.support.services import BrokerEnv
 
 
@@ -22,6 +22,7 @@ def calendar_settings(database_url: str, broker: BrokerEnv) -> Settings:
         admin_amqp_url=broker.amqp_url("ops"),
         admin_emails=frozenset({"admin@example.com"}),
         db_pool_size=5,
+        **SUITE_LIMITS,
     )
 
 

@@ -19,6 +19,16 @@ from calendar_service.app import create_app
 from calendar_service.config import Settings
 from calendar_service.security import TokenIssuer
 
+#: Limits roomy enough for a suite that registers hundreds of users from one
+#: client address; tests/integration/api/test_limits.py checks the real defaults.
+SUITE_LIMITS: dict[str, str] = {
+    "login_limit": "100000/minute",
+    "register_limit": "100000/minute",
+    "rate_limit_anonymous": "100000/minute",
+    "rate_limit_user": "100000/minute",
+    "rsvp_change_limit": "100000/minute",
+}
+
 
 @asynccontextmanager
 async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:

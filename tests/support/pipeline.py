@@ -26,6 +26,7 @@ from calendar_service.delivery_reports import build_runtime
 from calendar_service.relay import RelayOptions, bootstrap
 from shared.service.process import serve
 from tests.support.amqp import channel_as, get_one
+from tests.support.api import SUITE_LIMITS
 from tests.support.runtime import running
 from tests.support.services import BrokerEnv
 
@@ -38,6 +39,7 @@ def calendar_settings_for(database_url: str, broker: BrokerEnv, **overrides: Any
         "database_url": database_url,
         "amqp_url": broker.amqp_url("calendar"),
         "db_pool_size": 5,
+        **SUITE_LIMITS,
         **overrides,
     }
     return Settings(**values)
