@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from devtools.env import EnvSettings
+from tests.support.api import SUITE_LIMITS
 from tests.support.ports import free_port, free_port_block
 from tests.support.services import BrokerEnv, own_database
 from tests.support.smtp import SmtpSink
@@ -77,6 +78,8 @@ async def system(
         "SMTP_PORT": str(mail.port),
         "PUSH_SINK_PORT": str(push_sink_port),
         "LOG_FORMAT": "json",
+        # the limit counters live in the shared Redis: runs from 127.0.0.1 add up
+        **{name.upper(): limit for name, limit in SUITE_LIMITS.items()},
     }
     # each service connects as its own broker user, to this run's vhost
     env.pop("AMQP_URL", None)
