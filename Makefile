@@ -76,10 +76,10 @@ BENCH_ARGS ?= --messages 10000 --runs 3
 B1_ARGS ?=
 B2_ARGS ?=
 B4_ARGS ?=
-BENCHMARKS := B1 B2 B3 B4 B6 announcement push
+BENCHMARKS := B1 B2 B3 B4 B6 announcement push reports
 ONLY ?= $(BENCHMARKS)
 .PHONY: $(addprefix bench-,$(BENCHMARKS))
-bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of B1 B2 B3 B4 B6 announcement push); results in bench/results/
+bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of B1 B2 B3 B4 B6 announcement push reports); results in bench/results/
 	$(PY) -m bench.summary
 
 bench-B1: services
@@ -104,6 +104,10 @@ bench-announcement: services
 PUSH_BENCH_ARGS ?= --messages 2000 --runs 3
 bench-push: services
 	$(PY) -m bench.push_consumer_throughput $(PUSH_BENCH_ARGS)
+
+REPORTS_BENCH_ARGS ?= --messages 4000 --runs 3
+bench-reports: services
+	$(PY) -m bench.delivery_reports_cost $(REPORTS_BENCH_ARGS)
 
 up: ## run the whole system with docker compose
 	@command -v docker >/dev/null || { echo "docker is not installed: use 'make run' instead"; exit 1; }

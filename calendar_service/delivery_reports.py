@@ -3,7 +3,7 @@
 Consumes ``calendar.followups`` on the shared runtime. A
 ``push.subscription_expired`` deletes the subscription (the push consumer
 never writes the calendar's tables). Each delivery report is applied
-with "never regress" rules (see ``NotificationStatuses.record``): a report about an
+with "never regress" rules (see ``calendar_service.db.report_batches``): a report about an
 older RSVP version, or a worse one for the same version, changes nothing, so
 follow-ups may arrive late, twice, or out of order.
 """
@@ -19,8 +19,14 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from calendar_service.config import Settings
+from calendar_service.db.report_batches import (
+    AnnouncementReport,
+    StatusReport,
+    record_announcement_deliveries,
+    record_statuses,
+    remove_expired_subscriptions,
+)
 from calendar_service.db.session import create_engine
-from calendar_service.db.uow import UnitOfWork
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import CALENDAR_FOLLOWUPS
@@ -55,83 +61,94 @@ def delivery_report(message: Envelope[Any]) -> tuple[str, str, str | None] | Non
     return None
 
 
-async def record_delivery(engine: AsyncEngine, message: Envelope[Any]) -> Sequence[Envelope[Any]]:
-    """Apply one follow-up to what it reports on; publishes nothing further.
+async def record_deliveries(
+    pool: asyncpg.Pool, messages: Sequence[FollowUpMessage]
+) -> list[Sequence[Envelope[Any]]]:
+    """Apply the follow-ups that arrived together, in one transaction; publishes nothing further.
 
     A confirmation moves the RSVP's delivery status, an announcement its
-    recipient's row (the announcement's progress counts); a reminder has no
-    status to show and is only logged.
+    recipient's row (the announcement's progress counts), an expired
+    subscription is deleted; a reminder has no status to show and is only
+    logged. One statement per table, whatever the number of follow-ups.
     """
-    if isinstance(message, PushSubscriptionExpired):
-        await forget_subscription(engine, message)
-        return ()
+    statuses: list[tuple[StatusReport, Envelope[Any]]] = []
+    announced: list[tuple[AnnouncementReport, Envelope[Any]]] = []
+    expired: list[PushSubscriptionExpired] = []
+    for message in messages:
+        if isinstance(message, PushSubscriptionExpired):
+            expired.append(message)
+        elif (applied := _report_of(message)) is not None:
+            if isinstance(applied, StatusReport):
+                statuses.append((applied, message))
+            else:
+                announced.append((applied, message))
+    async with pool.acquire() as connection, connection.transaction():
+        changed = await record_statuses(connection, (r for r, _ in statuses))
+        changed_rows = await record_announcement_deliveries(connection, (r for r, _ in announced))
+        removed = await remove_expired_subscriptions(
+            connection, ((m.data.subscription_id, m.data.endpoint) for m in expired)
+        )
+    stale = [m for r, m in statuses if r.row not in changed]
+    stale += [m for r, m in announced if r.row not in changed_rows]
+    for ignored in stale:
+        log.info("stale %s about %s ignored", ignored.type, ignored.data.source_message_id)
+    for gone in expired:
+        log.info(
+            "push subscription %s %s (push service answered %d)",
+            gone.data.subscription_id,
+            "deleted" if gone.data.subscription_id in removed else "was already gone",
+            gone.data.status_code,
+            extra={"user_id": str(gone.data.user_id)},
+        )
+    return [() for _ in messages]
+
+
+def _report_of(message: Envelope[Any]) -> StatusReport | AnnouncementReport | None:
+    """The row a follow-up reports on, or None (logged) if it reports on none."""
     report = delivery_report(message)
     data = message.data
     if report is None or not isinstance(data, DeliveryOutcome):
         log.debug("follow-up %s carries no delivery status", message.type)
-        return ()
+        return None
     channel, status, detail = report
-    async with UnitOfWork(engine) as uow:
-        if data.kind == "announcement" and data.announcement_id is not None:
-            applied = await uow.announcements.record(
-                data.announcement_id, data.user_id, channel, status
-            )
-        elif data.kind == "confirmation" and data.rsvp_id is not None:
-            applied = await uow.notifications.record(
-                rsvp_id=data.rsvp_id,
-                channel=channel,
-                status=status,
-                rsvp_version=data.rsvp_version or 0,
-                detail=detail,
-            )
-        else:
-            log.info("%s %s for user %s", data.kind, message.type, data.user_id)
-            return ()
-        await uow.commit()
-    if not applied:
-        log.info("stale %s about %s ignored", message.type, data.source_message_id)
-    return ()
+    if data.kind == "announcement" and data.announcement_id is not None:
+        return AnnouncementReport(data.announcement_id, data.user_id, channel, status)
+    if data.kind == "confirmation" and data.rsvp_id is not None:
+        return StatusReport(data.rsvp_id, channel, status, data.rsvp_version or 0, detail)
+    log.info("%s %s for user %s", data.kind, message.type, data.user_id)
+    return None
 
 
-async def forget_subscription(engine: AsyncEngine, message: PushSubscriptionExpired) -> None:
-    """Delete a subscription its push service called gone; a repeat finds nothing to do."""
-    expired = message.data
-    async with UnitOfWork(engine) as uow:
-        removed = await uow.subscriptions.remove_expired(
-            expired.subscription_id, endpoint=expired.endpoint
-        )
-        await uow.commit()
-    log.info(
-        "push subscription %s %s (push service answered %d)",
-        expired.subscription_id,
-        "deleted" if removed else "was already gone",
-        expired.status_code,
-        extra={"user_id": str(expired.user_id)},
-    )
-
-
-#: Follow-ups handled at once: each is a short transaction on the engine's
-#: pool; the inbox claims and records of all of them share two connections.
-CONCURRENCY = 8
+#: Follow-ups in flight at once, and so the largest batch: each batch is one
+#: transaction, and the inbox claims and records of all of them share two
+#: connections.
+CONCURRENCY = 64
 
 
 def build_runtime(
     settings: Settings, engine: AsyncEngine, pool: asyncpg.Pool, *, metrics_port: int | None
 ) -> ConsumerRuntime:
-    """The runtime consuming ``calendar.followups`` into ``engine``'s database."""
+    """The runtime consuming ``calendar.followups`` into the database of ``pool``.
+
+    ``engine`` is no longer used here (the reports go through ``pool`` on
+    raw asyncpg); it stays for the callers that pass it.
+    """
     runtime = ConsumerRuntime(
         "calendar",
         settings.amqp_url,
         inbox=PostgresInbox(pool),
         producer="calendar_service",
         metrics_port=metrics_port,
+        prefetch=2 * CONCURRENCY,
         concurrency=CONCURRENCY,
     )
 
-    async def handle(message: Envelope[Any]) -> Sequence[Envelope[Any]]:
-        return await record_delivery(engine, message)
+    async def handle(messages: Sequence[FollowUpMessage]) -> list[Sequence[Envelope[Any]]]:
+        return await record_deliveries(pool, messages)
 
-    runtime.subscribe(CALENDAR_FOLLOWUPS, handle, accepts=FollowUpMessage)
+    runtime.subscribe_batch(
+        CALENDAR_FOLLOWUPS, handle, accepts=FollowUpMessage, max_batch=CONCURRENCY
+    )
     return runtime
 
 
@@ -149,8 +166,9 @@ async def bootstrap(
             engine = create_engine(settings)
             opened.push_async_callback(engine.dispose)
         if pool is None:
-            # the inbox batches every claim and record onto two connections
-            pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=3)
+            # the inbox batches every claim and record onto two connections; the
+            # reports' batches take a third
+            pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=4)
             opened.push_async_callback(pool.close)
         yield ConsumerService(build_runtime(settings, engine, pool, metrics_port=metrics_port))
 

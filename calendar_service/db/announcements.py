@@ -5,12 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     and_,
     func,
-    literal_column,
     select,
     tuple_,
     update,
@@ -19,8 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 
 from calendar_service.db.models import Announcement, AnnouncementDelivery, table_of
-from calendar_service.db.repositories import Repository, events, rsvps, stored_rank, users
-from calendar_service.domain import NOTIFICATION_RANK
+from calendar_service.db.repositories import Repository, events, rsvps, users
 
 announcements = table_of(Announcement)
 announcement_deliveries = table_of(AnnouncementDelivery)
@@ -149,22 +146,3 @@ class Announcements(Repository):
         for row in rows:
             counts.setdefault(row["channel"], {})[row["status"]] = row["n"]
         return counts
-
-    async def record(
-        self, announcement_id: uuid.UUID, user_id: uuid.UUID, channel: str, status: str
-    ) -> bool:
-        """Apply a consumer's report unless a better one is stored; False if ignored."""
-        statement: Any = (
-            update(announcement_deliveries)
-            .where(
-                and_(
-                    announcement_deliveries.c.announcement_id == announcement_id,
-                    announcement_deliveries.c.user_id == user_id,
-                    announcement_deliveries.c.channel == channel,
-                    stored_rank(announcement_deliveries.c.status) <= NOTIFICATION_RANK[status],
-                )
-            )
-            .values(status=status, updated_at=func.now())
-            .returning(literal_column("1"))
-        )
-        return await self._one(statement) is not None

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, tuple_, update
+from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +26,7 @@ from calendar_service.db.models import (
     User,
     table_of,
 )
-from calendar_service.domain import NOTIFICATION_RANK, Answer
+from calendar_service.domain import Answer
 from calendar_service.errors import CapacityBelowSeatsTaken
 
 users = table_of(User)
@@ -40,11 +40,6 @@ def violated_constraint(exc: IntegrityError) -> str | None:
     """The name of the constraint PostgreSQL refused, as asyncpg reports it."""
     name: str | None = getattr(exc.driver_exception, "constraint_name", None)
     return name
-
-
-def stored_rank(status: ColumnElement[str]) -> ColumnElement[int]:
-    """``NOTIFICATION_RANK`` of a stored status, in SQL, so a report can compare with it."""
-    return case(*((status == name, rank) for name, rank in NOTIFICATION_RANK.items()), else_=0)
 
 
 class Repository:
@@ -218,7 +213,8 @@ class NotificationStatuses(Repository):
     """Per RSVP and channel: how far its confirmation got (table ``delivery_status``).
 
     A change to the RSVP sets its channels back to pending at the new version;
-    the consumers' reports then move them on, never back (``record``).
+    the consumers' reports then move them on, never back
+    (``calendar_service.db.report_batches``).
     """
 
     async def mark_pending(self, rsvp_id: uuid.UUID, version: int, channels: Sequence[str]) -> None:
@@ -239,46 +235,6 @@ class NotificationStatuses(Repository):
             where=notification_status.c.rsvp_version <= version,
         )
         await self.connection.execute(statement)
-
-    async def record(
-        self,
-        *,
-        rsvp_id: uuid.UUID,
-        channel: str,
-        status: str,
-        rsvp_version: int,
-        detail: str | None,
-    ) -> bool:
-        """Apply a consumer's report unless it is older or worse than what is stored."""
-        rank = NOTIFICATION_RANK[status]
-        statement = (
-            insert(notification_status)
-            .values(
-                rsvp_id=rsvp_id,
-                channel=channel,
-                status=status,
-                rsvp_version=rsvp_version,
-                detail=detail,
-            )
-            .on_conflict_do_update(
-                index_elements=["rsvp_id", "channel"],
-                set_={
-                    "status": status,
-                    "rsvp_version": rsvp_version,
-                    "detail": detail,
-                    "updated_at": func.now(),
-                },
-                where=or_(
-                    notification_status.c.rsvp_version < rsvp_version,
-                    and_(
-                        notification_status.c.rsvp_version == rsvp_version,
-                        stored_rank(notification_status.c.status) <= rank,
-                    ),
-                ),
-            )
-            .returning(notification_status.c.status)
-        )
-        return await self._one(statement) is not None
 
     async def for_rsvp(self, rsvp_id: uuid.UUID) -> dict[str, str]:
         rows = await self._all(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from shared.messaging.acks import Acknowledger
+from shared.messaging.batching import BatchHandler, HandlerBatcher
 from shared.messaging.delivery import DeliveryProcessor
 from shared.messaging.health import HealthServer
 from shared.messaging.inbox import Inbox
@@ -46,7 +47,7 @@ from shared.service.broker import connect_broker
 if TYPE_CHECKING:
     from typing_extensions import TypeForm
 
-__all__ = ["ConsumerRuntime", "DeadLetterFollowups", "Handler"]
+__all__ = ["BatchHandler", "ConsumerRuntime", "DeadLetterFollowups", "Handler"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,29 @@ class ConsumerRuntime:
             queue, message_classes(accepts), handler, on_dead_letter, consumer
         )
         self._subscriptions.append(subscription)
+
+    def subscribe_batch(
+        self,
+        queue: WorkQueue,
+        handler: BatchHandler[M],
+        *,
+        accepts: TypeForm[M],
+        max_batch: int = 64,
+        max_wait_s: float = 0.003,
+        on_dead_letter: DeadLetterFollowups[M] | None = None,
+    ) -> HandlerBatcher[M]:
+        """Consume ``queue`` with a handler of the messages that arrived together.
+
+        Like :meth:`subscribe`, message by message, except that the accepted
+        messages in flight at once (up to ``max_batch``, gathered for at
+        most ``max_wait_s``) reach ``handler`` in one call; see
+        ``shared.messaging.batching`` for what a failed batch does. Batches
+        are as large as ``concurrency`` lets them be. Returns the batcher,
+        which counts the batches.
+        """
+        batcher = HandlerBatcher(handler, max_batch=max_batch, max_wait_s=max_wait_s)
+        self.subscribe(queue, batcher, accepts=accepts, on_dead_letter=on_dead_letter)
+        return batcher
 
     @property
     def ready(self) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from shared.messaging.inbox import Claim
+from shared.schemas import Envelope
 
 
 @dataclass
@@ -47,3 +49,22 @@ class MemoryInbox:
 
     async def record(self, consumer: str, message_id: UUID, followups: list[bytes]) -> None:
         self.handled.setdefault((consumer, message_id), list(followups))
+
+
+class RecordingBatchHandler:
+    """A batch handler that records each batch it is given and answers one follow-up each.
+
+    ``poison`` ids fail any batch holding one of them with ``error``, as a
+    row that breaks a constraint fails a whole transaction.
+    """
+
+    def __init__(self, *, poison: set[UUID] | None = None, error: Exception | None = None) -> None:
+        self.batches: list[list[Envelope[Any]]] = []
+        self._poison = poison or set()
+        self._error = error or RuntimeError("poison")
+
+    async def __call__(self, messages: Sequence[Envelope[Any]]) -> list[list[Envelope[Any]]]:
+        self.batches.append(list(messages))
+        if any(m.message_id in self._poison for m in messages):
+            raise self._error
+        return [[m] for m in messages]

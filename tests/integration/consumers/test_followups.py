@@ -226,3 +226,91 @@ async def test_an_expiry_report_for_another_endpoint_deletes_nothing(
 
     listed = await client.get(PUSH_SUBSCRIPTIONS, headers=user["headers"])
     assert [s["id"] for s in listed.json()] == [subscription["id"]]
+
+
+async def rsvps_in_database(settings: Settings, count: int) -> list[dict[str, Any]]:
+    """``count`` RSVPs (as the API returns them) written straight to the tables: no argon2."""
+    database = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        organizer, event = uuid.uuid4(), uuid.uuid4()
+        users = [uuid.uuid4() for _ in range(count)]
+        await database.copy_records_to_table(
+            "users",
+            records=[(u, f"{u.hex}@example.com", "Batch", "unused") for u in [organizer, *users]],
+            columns=["id", "email", "name", "password_hash"],
+        )
+        await database.execute(
+            "INSERT INTO events (id, organizer_id, title, starts_at) VALUES ($1, $2, 'b', $3)",
+            event,
+            organizer,
+            datetime.now(UTC),
+        )
+        rsvps = [{"id": uuid.uuid4(), "user_id": u, "event_id": event} for u in users]
+        await database.copy_records_to_table(
+            "rsvps",
+            records=[(r["id"], r["user_id"], event, "going") for r in rsvps],
+            columns=["id", "user_id", "event_id", "status"],
+        )
+        return rsvps
+    finally:
+        await database.close()
+
+
+async def report_at_once(broker: BrokerEnv, user: str, messages: list[Envelope[Any]]) -> None:
+    """Publish every message without waiting for one confirm before the next."""
+    async with channel_as(broker.amqp_url(user)) as channel:
+        publisher = Publisher(channel)
+        await asyncio.gather(
+            *(
+                publisher.publish(m, exchange=FOLLOWUPS_EXCHANGE, routing_key=m.type)
+                for m in messages
+            )
+        )
+
+
+@pytest.mark.usefixtures("followups_running")
+async def test_two_hundred_follow_ups_at_once_land_in_a_handful_of_transactions(
+    broker: BrokerEnv, calendar_settings: Settings
+) -> None:
+    rsvps = await rsvps_in_database(calendar_settings, 100)
+    worse, better = rsvps[:50], rsvps[50:]
+    database = await asyncpg.connect(calendar_settings.asyncpg_dsn)
+    try:
+        # as the API leaves them, except that half the emails were reported sent already
+        await database.execute(
+            "INSERT INTO delivery_status (rsvp_id, channel, status, rsvp_version)"
+            " SELECT r, c, CASE WHEN c = 'email' AND r = ANY($2::uuid[]) THEN 'sent'"
+            " ELSE 'pending' END, 1 FROM unnest($1::uuid[]) r, unnest('{email,push}'::text[]) c",
+            [r["id"] for r in rsvps],
+            [r["id"] for r in worse],
+        )
+        # per RSVP a push report about an older version, and an email report: worse
+        # than what is stored for half of them, better for the other half
+        emails = [email_failed(r, 1) for r in worse] + [email_sent(r, 1) for r in better]
+        pushes: list[Envelope[Any]] = [
+            PushSent.first(
+                PushSentPayload(**outcome(r, 0), status="sent", delivered=1), producer="p"
+            )
+            for r in rsvps
+        ]
+
+        await asyncio.gather(
+            report_at_once(broker, "email", emails), report_at_once(broker, "push", pushes)
+        )
+        for message in [*emails, *pushes]:
+            await handled(calendar_settings, message, timeout=30)
+
+        rows = await database.fetch(
+            "SELECT rsvp_id, channel, status, rsvp_version, xmin::text AS tx"
+            " FROM delivery_status WHERE rsvp_id = ANY($1::uuid[])",
+            [r["id"] for r in rsvps],
+        )
+    finally:
+        await database.close()
+    statuses = {(r["rsvp_id"], r["channel"]): (r["status"], r["rsvp_version"]) for r in rows}
+    assert statuses == {(r["id"], "email"): ("sent", 1) for r in rsvps} | {
+        (r["id"], "push"): ("pending", 1) for r in rsvps
+    }
+    # rows last written by one transaction share its xmin: the 50 applied
+    # reports (and the seeding) in a handful of transactions, not one each
+    assert len({row["tx"] for row in rows}) <= 10
