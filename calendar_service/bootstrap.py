@@ -20,7 +20,7 @@ from calendar_service.db.session import create_engine
 from calendar_service.domain import CHANNELS
 from calendar_service.ratelimit import Limiter, parse_limit
 from calendar_service.security import TokenIssuer
-from shared.dlq.office import DeadLetterOffice
+from shared.dlq.store import DeadLetterStore
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
 
@@ -36,7 +36,7 @@ class Container:
     #: parsed once from the settings
     resend_limit: RateLimitItem
     announcement_limit: RateLimitItem
-    dead_letters: DeadLetterOffice
+    dead_letters: DeadLetterStore
     answers: RsvpAnswers
     broker: AbstractRobustConnection | None = None
     _broker_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -74,8 +74,10 @@ async def bootstrap(settings: Settings) -> Container:
         limiter=Limiter(settings.redis_url, connection_pool=client.connection_pool),
         resend_limit=parse_limit(settings.resend_limit),
         announcement_limit=parse_limit(settings.announcement_limit),
-        # connects on the first admin request, as the ops user
-        dead_letters=DeadLetterOffice(settings.dead_letter_amqp_url, name="calendar-admin"),
+        # the dead-letter store; connects on the first admin request (broker: as ops)
+        dead_letters=DeadLetterStore(
+            settings.asyncpg_dsn, settings.dead_letter_amqp_url, name="calendar-admin"
+        ),
         answers=await RsvpAnswers.connect(
             settings.asyncpg_dsn,
             size=settings.db_pool_size,

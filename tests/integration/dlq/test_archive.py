@@ -7,8 +7,7 @@ import pytest
 
 from shared.dlq.archive import ArrivedLetter, archive
 from shared.messaging.topology import EMAIL_COMMANDS, EMAIL_RSVP_EVENTS
-from tests.integration.dlq.conftest import archiver_settings, running_archiver
-from tests.support.dlq import dead_letter, depth
+from tests.support.dlq import archiver_settings, dead_letter, depth, running_archiver
 from tests.support.messages import email_send, rsvp_created
 from tests.support.polling import until
 from tests.support.services import BrokerEnv
