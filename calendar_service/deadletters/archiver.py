@@ -92,6 +92,11 @@ class Archiver:
             registry=registry,
         )
 
+    @property
+    def waiting(self) -> int:
+        """Deliveries taken from their queues and not yet stored and acked."""
+        return len(self._waiting)
+
     def take(self, queue: str) -> object:
         async def on_message(message: AbstractIncomingMessage) -> None:
             self._waiting.append((queue, message))
@@ -135,7 +140,13 @@ class ArchiverService:
         self._pool = pool
         self._broker = broker
         self._consuming = False
+        self._archiver: Archiver | None = None
         self.registry = CollectorRegistry()
+
+    @property
+    def waiting(self) -> int:
+        """Deliveries taken from their queues and not yet stored and acked."""
+        return self._archiver.waiting if self._archiver is not None else 0
 
     async def close_broker(self) -> None:
         if self._broker is not None:
@@ -154,7 +165,7 @@ class ArchiverService:
             if self._broker is None:
                 return
         batch = self._settings.dead_letter_batch
-        archiver = Archiver(self._pool, batch=batch, registry=self.registry)
+        archiver = self._archiver = Archiver(self._pool, batch=batch, registry=self.registry)
         channel = await self._broker.channel()
         await channel.set_qos(prefetch_count=2 * batch)
         for name in dead_letter_queues():

@@ -21,6 +21,7 @@ from shared.messaging.topology import (
 )
 from shared.schemas import Envelope
 from tests.support.amqp import channel_as
+from tests.support.polling import until
 from tests.support.services import BrokerEnv
 
 #: Publishes in flight while filling: enough to fill 10,000 in a couple of seconds.
@@ -135,7 +136,11 @@ async def running_archiver(settings: ArchiverSettings) -> AsyncIterator[Archiver
 
 async def archive_dead_letters(broker: BrokerEnv, database_url: str) -> None:
     """Run the archiver until every DLQ of the vhost is empty: what ``make run``'s does."""
-    async with running_archiver(archiver_settings(broker, database_url)):
-        for queue in dead_letter_queues():
-            while await depth(broker, queue, "ops") > 0:
-                await asyncio.sleep(0.05)
+    async with running_archiver(archiver_settings(broker, database_url)) as archiver:
+
+        async def left() -> int:
+            depths = [await depth(broker, queue, "ops") for queue in dead_letter_queues()]
+            return sum(depths) + archiver.waiting
+
+        # held a moment: a delivery on its way to the archiver is in neither count
+        await until(left, lambda n: n == 0, timeout=60, hold=0.3, what="every DLQ archived")
