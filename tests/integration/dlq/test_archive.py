@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from shared.dlq.archive import ArrivedLetter, archive
-from shared.messaging.topology import EMAIL_COMMANDS, EMAIL_RSVP_EVENTS
+from calendar_service.deadletters.archiver import ArchiverSettings
+from shared.dlq.archive import ArrivedLetter, archive, prune_settled
+from shared.messaging.topology import EMAIL_COMMANDS, EMAIL_RSVP_EVENTS, PUSH_COMMANDS
+from tests.integration.dlq.stored import arrived, store_letters
 from tests.support.dlq import archiver_settings, dead_letter, depth, running_archiver
 from tests.support.messages import email_send, rsvp_created
 from tests.support.polling import until
@@ -92,3 +94,33 @@ async def test_a_redelivery_after_a_crash_between_commit_and_ack_is_stored_once(
     assert new == 0
     assert await _stored(store) == 3
     assert await store.fetchval("SELECT total FROM dead_letter_groups") == 3
+
+
+async def test_retention_removes_only_replayed_and_deleted_letters_settled_long_ago(
+    store: asyncpg.Pool,
+) -> None:
+    letters = [arrived(PUSH_COMMANDS, email_send()) for _ in range(6)]
+    await store_letters(store, letters)
+    ids = [r["id"] for r in await store.fetch("SELECT id FROM dead_letters ORDER BY id")]
+    for state, days_ago, picked in (("replayed", 31, ids[:2]), ("deleted", 31, ids[2:3]),
+                                    ("deleted", 1, ids[3:4])):  # fmt: skip
+        await store.execute(
+            "UPDATE dead_letters SET state = $1, changed_at = now() - make_interval(days => $2)"
+            " WHERE id = ANY($3)",
+            state,
+            days_ago,
+            picked,
+        )
+
+    removed = await prune_settled(store, older_than_s=30 * 86400, batch=2)
+
+    left = await store.fetch("SELECT id, state FROM dead_letters ORDER BY id")
+    assert removed == 3
+    assert [(r["id"], r["state"]) for r in left] == [
+        (ids[3], "deleted"),
+        (ids[4], "dead"),
+        (ids[5], "dead"),
+    ]
+    group = await store.fetchrow("SELECT dead, total FROM dead_letter_groups")
+    assert (group["dead"], group["total"]) == (2, 3)
+    assert ArchiverSettings(dead_letter_retention="30d").dead_letter_retention == 30 * 86400  # type: ignore[arg-type]
