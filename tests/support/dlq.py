@@ -134,7 +134,9 @@ async def running_archiver(settings: ArchiverSettings) -> AsyncIterator[Archiver
             await asyncio.wait_for(task, 30)
 
 
-async def archive_dead_letters(broker: BrokerEnv, database_url: str) -> None:
+async def archive_dead_letters(
+    broker: BrokerEnv, database_url: str, *, timeout: float = 60
+) -> None:
     """Run the archiver until every DLQ of the vhost is empty: what ``make run``'s does."""
     async with running_archiver(archiver_settings(broker, database_url)) as archiver:
 
@@ -143,4 +145,4 @@ async def archive_dead_letters(broker: BrokerEnv, database_url: str) -> None:
             return sum(depths) + archiver.waiting
 
         # held a moment: a delivery on its way to the archiver is in neither count
-        await until(left, lambda n: n == 0, timeout=60, hold=0.3, what="every DLQ archived")
+        await until(left, lambda n: n == 0, timeout=timeout, hold=0.3, what="every DLQ archived")
