@@ -20,7 +20,7 @@ from calendar_service.api.deps import AdminUser, ContainerDep
 from shared.dlq.passes import ReplayTarget
 from shared.dlq.queries import MAX_PAGE, BadCursor, State, StoreFilter
 from shared.dlq.replays import ReplayOrder
-from shared.dlq.store import DeadLetterStore, UnknownReplay
+from shared.dlq.store import BrokerUnreachable, DeadLetterStore, UnknownReplay
 
 router = APIRouter(tags=["admin"])
 
@@ -38,6 +38,8 @@ def store_errors() -> Iterator[None]:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     except UnknownReplay as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no replay {exc}") from None
+    except BrokerUnreachable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "broker unreachable") from exc
     except (OSError, asyncpg.PostgresConnectionError) as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unreachable") from exc
 

@@ -120,9 +120,14 @@ class Archiver:
                 await sleep_unless_stopped(delay, stop)
                 continue
             backoff.reset()
-            await batch[-1][1].ack(multiple=True)
             for _ in batch:
                 self._waiting.popleft()
+            try:
+                await batch[-1][1].ack(multiple=True)
+            except Exception as exc:
+                # the channel went away (the connection is re-made): the broker
+                # redelivers these, and the store's unique key absorbs them
+                log.warning("could not ack %d stored dead letters: %r", len(batch), exc)
             self.stored.inc(new)
             self.duplicates.inc(len(batch) - new)
 

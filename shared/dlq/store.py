@@ -10,6 +10,7 @@ can report on or cancel any replay. Deletes and replays write the audit log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from types import TracebackType
 from typing import Any, Self
@@ -21,7 +22,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from shared.dlq import audit, queries
 from shared.dlq.queries import StoreFilter
-from shared.dlq.replays import ABANDONED_AFTER_S, ReplayJob, ReplayOrder
+from shared.dlq.replays import ABANDONED_AFTER_S, FINISH, ReplayJob, ReplayOrder
 
 START_REPLAY = """
 INSERT INTO dead_letter_replays (id, actor, selection, route, rate, stop_if_failing, state, matched)
@@ -46,6 +47,10 @@ WHERE id IN (SELECT id FROM dead_letters WHERE state = 'dead' AND {where} FOR UP
 
 class UnknownReplay(KeyError):
     """No replay with this id."""
+
+
+class BrokerUnreachable(ConnectionError):
+    """A replay could not start: no channel to the broker (its row says so)."""
 
 
 def replay_as_dict(row: asyncpg.Record) -> dict[str, Any]:
@@ -149,7 +154,7 @@ class DeadLetterStore:
     async def start_replay(self, order: ReplayOrder, *, target: str) -> tuple[uuid.UUID, int]:
         """Record and audit a replay, start its job (none for a dry run); its id and matched."""
         db = await self.db()
-        selection = StoreFilter(**{**order.selection.__dict__, "state": "dead"})
+        selection = dataclasses.replace(order.selection, state="dead")
         args: list[Any] = []
         where = selection.where(args)
         replay_id = uuid.uuid4()
@@ -179,9 +184,13 @@ class DeadLetterStore:
             )
         if order.dry_run or matched == 0:
             return replay_id, matched
-        channel = await (await self._broker_connection()).channel(
-            publisher_confirms=True, on_return_raises=True
-        )
+        try:
+            channel = await (await self._broker_connection()).channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+        except Exception as exc:
+            await db.execute(FINISH, replay_id, "stopped", f"broker unreachable: {exc!r}", 0)
+            raise BrokerUnreachable(str(exc)) from exc
         job = ReplayJob(
             db, channel, replay_id, order, matched=matched, last_id=last_id, started_at=started_at
         )

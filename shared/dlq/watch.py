@@ -60,7 +60,7 @@ class FailureWatch:
         for message_id in message_ids:
             self._pending[message_id] = _Sent(message_id, now)
 
-    def _settle(self, message_id: str, handled: bool) -> None:
+    def settle(self, message_id: str, handled: bool) -> None:
         if self._pending.pop(message_id, None) is None and handled:
             return  # an outcome of a copy we no longer wait for
         self._known.append(handled)
@@ -72,11 +72,11 @@ class FailureWatch:
         for row in await db.fetch(FAILED_AGAIN, self.replay_id, self._last_dead_id):
             self._last_dead_id = row["id"]
             self.failed_again += 1
-            self._settle(row["message_id"], handled=False)
+            self.settle(row["message_id"], handled=False)
         ids = [m for m in self._pending if _is_uuid(m)]
         if ids:
             for row in await db.fetch(HANDLED, ids, started_at):
-                self._settle(row["message_id"], handled=True)
+                self.settle(row["message_id"], handled=True)
         horizon = time.monotonic() - self.policy.settle_s
         for message_id in [m for m, s in self._pending.items() if s.at < horizon]:
             del self._pending[message_id]
