@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated
 
@@ -97,7 +97,9 @@ class Archiver:
         """Deliveries taken from their queues and not yet stored and acked."""
         return len(self._waiting)
 
-    def take(self, queue: str) -> object:
+    def take(self, queue: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        """The consumer callback of ``queue``: deliveries wait in arrival order."""
+
         async def on_message(message: AbstractIncomingMessage) -> None:
             self._waiting.append((queue, message))
             self._arrived.set()
@@ -175,7 +177,7 @@ class ArchiverService:
         await channel.set_qos(prefetch_count=2 * batch)
         for name in dead_letter_queues():
             queue = await channel.get_queue(name, ensure=False)
-            await queue.consume(archiver.take(name))  # type: ignore[arg-type]
+            await queue.consume(archiver.take(name))
         self._consuming = True
         log.info("archiving %d dead-letter queues (batch %d)", len(dead_letter_queues()), batch)
         pruning = asyncio.create_task(self._prune_until(stop))

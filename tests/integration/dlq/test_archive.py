@@ -9,7 +9,13 @@ from calendar_service.deadletters.archiver import ArchiverSettings
 from shared.dlq.archive import ArrivedLetter, archive, prune_settled
 from shared.messaging.topology import EMAIL_COMMANDS, EMAIL_RSVP_EVENTS, PUSH_COMMANDS
 from tests.integration.dlq.stored import arrived, store_letters
-from tests.support.dlq import archiver_settings, dead_letter, depth, running_archiver
+from tests.support.dlq import (
+    archive_dead_letters,
+    archiver_settings,
+    dead_letter,
+    depth,
+    running_archiver,
+)
 from tests.support.messages import email_send, rsvp_created
 from tests.support.polling import until
 from tests.support.services import BrokerEnv
@@ -60,8 +66,7 @@ async def test_the_same_failure_of_different_messages_is_one_group(
     # "failure 0" .. "failure 9": the numbers differ, the failure does not
     await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, [rsvp_created() for _ in range(10)])
 
-    async with running_archiver(archiver_settings(fresh_broker, database_url)):
-        await until(lambda: _stored(store), lambda n: n == 10, what="10 stored letters")
+    await archive_dead_letters(fresh_broker, database_url)
 
     groups = await store.fetch("SELECT * FROM dead_letter_groups")
     assert len(groups) == 1
@@ -73,9 +78,8 @@ async def test_a_redelivery_after_a_crash_between_commit_and_ack_is_stored_once(
     fresh_broker: BrokerEnv, database_url: str, store: asyncpg.Pool
 ) -> None:
     await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, [rsvp_created() for _ in range(3)])
+    await archive_dead_letters(fresh_broker, database_url)
     # what a crashed archiver committed but never acked: the same deliveries come again
-    async with running_archiver(archiver_settings(fresh_broker, database_url)):
-        await until(lambda: _stored(store), lambda n: n == 3, what="3 stored letters")
     rows = await store.fetch("SELECT * FROM dead_letters")
     again = [
         ArrivedLetter.read(
