@@ -24,19 +24,19 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from shared.dlq.archive import REPLAY_ID
-from shared.dlq.passes import ReplayTarget
+from shared.dlq.passes import ReplayTarget, publish_confirmed
 from shared.dlq.queries import StoredLetter, StoreFilter, stored_letter
 from shared.dlq.ratelimit import TokenBucket
 from shared.dlq.selection import replay_headers
 from shared.dlq.watch import FailureWatch, WatchPolicy
-from shared.messaging.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class ReplayJob:
         batch: int = BATCH,
     ) -> None:
         self._db = db
-        self._publisher = Publisher(channel)
+        self._channel = channel
         self.replay_id = replay_id
         self._order = order
         self._matched = matched
@@ -209,13 +209,15 @@ class ReplayJob:
     async def _publish(self, letters: list[StoredLetter]) -> tuple[list[StoredLetter], str | None]:
         """Publish a copy of each; the confirmed ones, and why any was refused."""
 
+        raw = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+
         async def one(stored: StoredLetter) -> StoredLetter:
             letter = stored.letter
             if self._order.route is ReplayTarget.EXCHANGE:
                 exchange, key = letter.original_exchange, letter.original_routing_key
             else:
                 exchange, key = "", letter.original_queue
-            await self._publisher.publish_raw(replay_copy(stored, self.replay_id), exchange, key)
+            await publish_confirmed(raw, replay_copy(stored, self.replay_id), exchange, key)
             return stored
 
         tasks = []
