@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Rows claimed, published and marked per transaction.
 BATCH = 500
+#: Steps (claim, publish, mark) of one replay in flight at once.
+WORKERS = 2
 #: A running replay whose row was not touched for this long lost its process.
 ABANDONED_AFTER_S = 60
 
@@ -139,6 +141,9 @@ class ReplayJob:
         if order.rate is not None:
             batch = min(batch, max(1, int(order.rate)))  # a claim held about a second at most
         self._batch = batch
+        #: rows claimed or replayed so far, against ``matched``
+        self._taken = 0
+        self._ended: tuple[str, str | None] | None = None
 
     async def run(self) -> None:
         """Replay until done, cancelled, failing or refused; the outcome is in the row."""
@@ -157,22 +162,31 @@ class ReplayJob:
         await self._db.execute(FINISH, self.replay_id, state, reason, failed_again)
 
     async def _replay(self) -> tuple[str, str | None]:
-        after, sent = 0, 0
+        # Two steps in flight keep the broker busy while the other one waits for
+        # its last confirms and commits; SKIP LOCKED gives each its own rows. A
+        # watched replay takes one step at a time: its verdict comes between them.
+        workers = 1 if self._watch is not None else WORKERS
+        await asyncio.gather(*(self._step_until_done() for _ in range(workers)))
+        return self._ended or ("done", None)
+
+    async def _step_until_done(self) -> None:
         args: list[Any] = []
         where = self._order.selection.where(args)
         claim = (
             f"SELECT * FROM dead_letters WHERE state = 'dead' AND {where}"  # noqa: S608
-            f" AND id > ${len(args) + 1} AND id <= ${len(args) + 2}"
-            f" ORDER BY id LIMIT ${len(args) + 3} FOR UPDATE SKIP LOCKED"
+            f" AND id <= ${len(args) + 1}"
+            f" ORDER BY id LIMIT ${len(args) + 2} FOR UPDATE SKIP LOCKED"
         )
-        while sent < self._matched:
+        while self._ended is None:
             if (reason := await self._hold_back()) is not None:
-                return "stopped", reason
-            size = min(self._batch, self._matched - sent)
+                self._ended = self._ended or ("stopped", reason)
+                return
+            size = min(self._batch, self._matched - self._taken)
+            if size <= 0:
+                return
+            self._taken += size  # reserved before the claim: the other step sees it
             async with self._db.acquire() as connection, connection.transaction():
-                rows = await connection.fetch(claim, *args, after, self._last_id, size)
-                if not rows:
-                    return "done", None
+                rows = await connection.fetch(claim, *args, self._last_id, size)
                 letters = [stored_letter(row) for row in rows]
                 confirmed, refused = await self._publish(letters)
                 await connection.execute(MARK_REPLAYED, [s.id for s in confirmed], self.replay_id)
@@ -180,14 +194,15 @@ class ReplayJob:
                 cancelled = await connection.fetchval(
                     PROGRESS, self.replay_id, len(confirmed), failed_again
                 )
-            after, sent = letters[-1].id, sent + len(confirmed)
+            self._taken -= size - len(confirmed)
             if self._watch is not None:
                 self._watch.sent([s.letter.message_id or "" for s in confirmed])
             if refused is not None:
-                return "stopped", f"broker refused: {refused}"
-            if cancelled:
-                return "stopped", "cancelled"
-        return "done", None
+                self._ended = self._ended or ("stopped", f"broker refused: {refused}")
+            elif cancelled:
+                self._ended = self._ended or ("stopped", "cancelled")
+            elif not rows:
+                return  # nothing left that is still dead (another replay took the rest)
 
     async def _hold_back(self) -> str | None:
         """With a watch: wait while a window of copies has no outcome; say why to stop."""
@@ -208,7 +223,8 @@ class ReplayJob:
 
     async def _publish(self, letters: list[StoredLetter]) -> tuple[list[StoredLetter], str | None]:
         """Publish a copy of each; the confirmed ones, and why any was refused."""
-
+        if not letters:
+            return [], None
         raw = cast(aiormq.Channel, await self._channel.get_underlay_channel())
 
         async def one(stored: StoredLetter) -> StoredLetter:

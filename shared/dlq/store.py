@@ -68,7 +68,7 @@ def replay_as_dict(row: asyncpg.Record) -> dict[str, Any]:
 
 
 class DeadLetterStore:
-    def __init__(self, dsn: str, amqp_url: str, *, name: str = "rsvp-dlq", pool_size: int = 4):
+    def __init__(self, dsn: str, amqp_url: str, *, name: str = "rsvp-dlq", pool_size: int = 6):
         self._dsn = dsn
         self._amqp_url = amqp_url
         self._name = name
