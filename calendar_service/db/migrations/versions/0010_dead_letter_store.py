@@ -114,7 +114,8 @@ CREATE TABLE audit_log (
 
 # One aggregate per statement over its transition table: an archived batch of
 # 500 letters touches each of its groups once. Groups are upserted in key
-# order so that two archivers' batches lock them in the same order.
+# order so that two archivers' batches lock them in the same order. A group
+# shows the reason and exception message of its latest letter: how it fails now.
 GROUP_FUNCTIONS = (
     """
 CREATE FUNCTION dead_letter_groups_add() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -122,11 +123,14 @@ BEGIN
     INSERT INTO dead_letter_groups AS g (group_key, queue, type, exception_type, reason,
         sample_message, dead, total, first_failed_at, last_failed_at)
     SELECT group_key, (array_agg(queue))[1], (array_agg(type))[1],
-        (array_agg(exception_type))[1], (array_agg(reason))[1],
-        (array_agg(exception_message))[1], count(*) FILTER (WHERE state = 'dead'), count(*),
+        (array_agg(exception_type))[1], (array_agg(reason ORDER BY id DESC))[1],
+        (array_agg(exception_message ORDER BY id DESC))[1],
+        count(*) FILTER (WHERE state = 'dead'), count(*),
         min(coalesce(failed_at, archived_at)), max(coalesce(failed_at, archived_at))
     FROM added GROUP BY group_key ORDER BY group_key
     ON CONFLICT (group_key) DO UPDATE SET
+        reason = excluded.reason,
+        sample_message = excluded.sample_message,
         dead = g.dead + excluded.dead,
         total = g.total + excluded.total,
         first_failed_at = least(g.first_failed_at, excluded.first_failed_at),
