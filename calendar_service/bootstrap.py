@@ -20,7 +20,7 @@ from calendar_service.db.session import create_engine
 from calendar_service.domain import CHANNELS
 from calendar_service.ratelimit import Admission, Limiter, RequestLimits, parse_limit
 from calendar_service.security import PasswordHashing, TokenIssuer
-from shared.dlq.office import DeadLetterOffice
+from shared.dlq.store import DeadLetterStore
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
 
@@ -40,7 +40,7 @@ class Container:
     admission: Admission
     limits: RequestLimits
     passwords: PasswordHashing
-    dead_letters: DeadLetterOffice
+    dead_letters: DeadLetterStore
     answers: RsvpAnswers
     broker: AbstractRobustConnection | None = None
     _broker_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -88,8 +88,10 @@ async def bootstrap(settings: Settings) -> Container:
             rsvp_change=settings.rsvp_change_limit,
         ),
         passwords=PasswordHashing(settings.password_hash_concurrency),
-        # connects on the first admin request, as the ops user
-        dead_letters=DeadLetterOffice(settings.dead_letter_amqp_url, name="calendar-admin"),
+        # the dead-letter store; connects on the first admin request (broker: as ops)
+        dead_letters=DeadLetterStore(
+            settings.asyncpg_dsn, settings.dead_letter_amqp_url, name="calendar-admin"
+        ),
         answers=await RsvpAnswers.connect(
             settings.asyncpg_dsn,
             size=settings.db_pool_size,

@@ -48,6 +48,9 @@ def plan(metrics_base: int, smtp_external: bool) -> list[Process]:
             "reports", "calendar_service.delivery_reports", {"METRICS_PORT": str(metrics_base + 2)}
         ),
         Process("scheduler", "calendar_service.scheduler", {"METRICS_PORT": str(metrics_base + 5)}),
+        Process(
+            "deadletters", "calendar_service.deadletters", {"METRICS_PORT": str(metrics_base + 6)}
+        ),
     ]
     for offset, (name, package) in enumerate(
         (("email", "email_consumer"), ("push", "push_consumer")), start=3

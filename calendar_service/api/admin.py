@@ -1,29 +1,28 @@
 """Admin API over the dead-letter queues (design §3): list, browse, summarise, replay, drop.
 
-Admins only (403 for anyone else). Every call but the list is one pass of
-:mod:`shared.dlq` over the queue (a publish and an ack per message in it),
-made as the ``ops`` broker user (``ADMIN_AMQP_URL``).
+The ``/admin/dlq*`` endpoints keep their documented answers but are backed
+by the dead-letter store now (design §9): a queue's ``messages`` counts its
+dead letters not yet replayed or deleted, and nothing here takes from a
+queue. The store's own endpoints are in :mod:`calendar_service.api.admin_dead_letters`;
+this module's ``router`` carries both. Admins only (403 for anyone else).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import AwareDatetime, BaseModel, Field
 
+from calendar_service.api import admin_dead_letters
+from calendar_service.api.admin_dead_letters import MAX_RATE, MAX_REPLAY, actor_of, store_errors
 from calendar_service.api.deps import AdminUser, ContainerDep
-from shared.dlq.office import BadCursor, BrokerRefused, DeadLetterOffice, UnknownQueue
-from shared.dlq.passes import QueueBusy, ReplayTarget
-from shared.dlq.selection import Filter
-from shared.dlq.views import letter_as_dict
+from shared.dlq.passes import ReplayTarget
+from shared.dlq.queries import MAX_PAGE, StoreFilter
+from shared.dlq.replays import ReplayOrder
+from shared.messaging.topology import dead_letter_queues
 
-router = APIRouter(prefix="/admin/dlq", tags=["admin"])
-
-MAX_PAGE = 200
+dlq = APIRouter(prefix="/admin/dlq", tags=["admin"])
 
 
 class ReplayRequest(BaseModel):
@@ -32,81 +31,55 @@ class ReplayRequest(BaseModel):
     message_id: str | None = None
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
-    limit: int | None = Field(default=None, ge=1)
-    rate: float | None = Field(default=None, gt=0, le=100_000)
+    limit: int | None = Field(default=None, ge=1, le=MAX_REPLAY)
+    rate: float | None = Field(default=None, ge=1, le=MAX_RATE)
     dry_run: bool = False
     #: "queue": to the origin queue alone; "exchange": through the original
     #: exchange and routing key (a fanout exchange reaches every bound queue)
     route: Literal["queue", "exchange"] = "queue"
 
-    def selection(self) -> Filter:
-        return _filter(self.type, self.reason, self.message_id, self.since, self.until)
 
-
-def _filter(
+def _selection(
+    queue: str,
     type_: str | None,
     reason: str | None,
     message_id: str | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> Filter:
-    ids = frozenset({message_id}) if message_id else frozenset()
-    return Filter(type=type_, reason=reason, message_ids=ids, since=since, until=until)
+    since: AwareDatetime | None,
+    until: AwareDatetime | None,
+) -> StoreFilter:
+    if queue not in dead_letter_queues():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dead-letter queue {queue!r}")
+    return StoreFilter(
+        queue=queue,
+        type=type_,
+        reason=reason,
+        message_ids=[message_id] if message_id else [],
+        since=since,
+        until=until,
+        state="dead",
+    )
 
 
-@asynccontextmanager
-async def _office(
-    container: ContainerDep, queue: str | None = None
-) -> AsyncIterator[DeadLetterOffice]:
-    """The container's office, with its failures as HTTP answers."""
-    try:
-        if queue is not None:
-            DeadLetterOffice.origin_of(queue)
-        yield container.dead_letters
-    except UnknownQueue:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dead-letter queue {queue!r}") from None
-    except BadCursor as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-    except QueueBusy as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    except BrokerRefused as exc:
-        # the broker's topology is not the product's, or it refused a copy:
-        # whatever was not confirmed is still in the DLQ
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"broker refused: {exc}") from exc
-    except (OSError, ConnectionError) as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "broker unreachable") from exc
-
-
-@router.get("")
+@dlq.get("")
 async def list_dead_letter_queues(admin: AdminUser, container: ContainerDep) -> dict[str, Any]:
-    async with _office(container) as office:
-        depths = await office.depths()
+    with store_errors():
+        dead = await container.dead_letters.dead_per_queue()
     return {
-        "queues": [{"name": d.name, "origin": d.origin, "messages": d.messages} for d in depths]
-    }
-
-
-@router.get("/summary")
-async def failure_summary(admin: AdminUser, container: ContainerDep) -> dict[str, Any]:
-    """Dead letters grouped by queue, message type, reason and exception, largest first."""
-    async with _office(container) as office:
-        groups = await office.summary()
-    return {
-        "groups": [
-            {
-                "queue": g.queue,
-                "type": g.type,
-                "reason": g.reason,
-                "exception_type": g.exception_type,
-                "count": g.count,
-                "last_failed_at": g.last_failed_at.isoformat() if g.last_failed_at else None,
-            }
-            for g in groups
+        "queues": [
+            {"name": name, "origin": origin, "messages": dead.get(name, 0)}
+            for name, origin in dead_letter_queues().items()
         ]
     }
 
 
-@router.get("/{queue}")
+@dlq.get("/summary")
+async def failure_summary(admin: AdminUser, container: ContainerDep) -> dict[str, Any]:
+    """The failure groups, largest first (the store's groups in the old shape, and more)."""
+    with store_errors():
+        return {"groups": await container.dead_letters.groups()}
+
+
+@dlq.get("/{queue}")
 async def browse_dead_letters(
     queue: str,
     admin: AdminUser,
@@ -119,38 +92,55 @@ async def browse_dead_letters(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    selection = _filter(type_, reason, message_id, since, until)
-    async with _office(container, queue) as office:
-        page = await office.browse(queue, selection, limit=limit, cursor=cursor)
+    selection = _selection(queue, type_, reason, message_id, since, until)
+    store = container.dead_letters
+    with store_errors():
+        page = await store.page(selection, limit=limit, cursor=cursor)
+        matched = await store.count(selection)
     return {
-        "items": [letter_as_dict(letter) for letter in page.items],
+        "items": [s.as_dict() for s in page.items],
         "next_cursor": page.next_cursor,
-        "matched": page.matched,
+        "matched": matched,
     }
 
 
-@router.post("/{queue}/replay")
+@dlq.post("/{queue}/replay")
 async def replay_dead_letters(
     queue: str, request: ReplayRequest, admin: AdminUser, container: ContainerDep
 ) -> dict[str, int]:
-    async with _office(container, queue) as office:
-        outcome = await office.replay(
-            queue,
-            request.selection(),
+    """Replay and answer when done; the job goes on if the caller hangs up."""
+    selection = _selection(
+        queue, request.type, request.reason, request.message_id, request.since, request.until
+    )
+    store = container.dead_letters
+    with store_errors():
+        order = ReplayOrder(
+            selection,
+            actor=await actor_of(store, admin),
             limit=request.limit,
             rate=request.rate,
             dry_run=request.dry_run,
             route=ReplayTarget(request.route),
         )
-    return {"matched": outcome.matched, "replayed": outcome.replayed}
+        replay_id, matched = await store.start_replay(order, target=queue)
+        await store.wait(replay_id)
+        progress = await store.replay(replay_id)
+    return {"matched": matched, "replayed": progress["replayed"]}
 
 
-@router.delete("/{queue}/messages/{message_id}", status_code=status.HTTP_204_NO_CONTENT)
+@dlq.delete("/{queue}/messages/{message_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def drop_dead_letter(
     queue: str, message_id: str, admin: AdminUser, container: ContainerDep
 ) -> Response:
-    async with _office(container, queue) as office:
-        dropped = await office.drop(queue, Filter(message_ids=frozenset({message_id})))
+    selection = _selection(queue, None, None, message_id, None, None)
+    store = container.dead_letters
+    with store_errors():
+        dropped = await store.delete(selection, actor=await actor_of(store, admin), target=queue)
     if dropped == 0:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no message {message_id} in {queue}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+router = APIRouter()
+router.include_router(dlq)
+router.include_router(admin_dead_letters.router)

@@ -128,6 +128,28 @@ async def run_pass(
             await channel.close()
 
 
+async def publish_confirmed(
+    raw: aiormq.Channel, copy: aio_pika.Message, exchange: str, routing_key: str
+) -> None:
+    """Publish ``copy`` (mandatory) and wait for its confirm; raise if it is not confirmed.
+
+    aiormq directly: it waits for the confirm, not for each frame's write,
+    so hundreds of copies can be in flight from one task each.
+    """
+    confirmation = await raw.basic_publish(
+        copy.body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=copy.properties,
+        mandatory=True,
+        wait=False,
+        timeout=CONFIRM_TIMEOUT_S,
+    )
+    if not isinstance(confirmation, aiormq.spec.Basic.Ack):
+        route = f"{exchange or '(default)'} / {routing_key}"
+        raise PublishNotConfirmed(f"{route}: not confirmed ({confirmation!r})")
+
+
 @dataclass
 class _InFlight:
     delivery_tag: int
@@ -260,19 +282,7 @@ class _Pass:
         action: Action,
     ) -> None:
         try:
-            # aiormq directly: wait for the confirm, not for each frame's write
-            confirmation = await self._raw.basic_publish(
-                copy.body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=copy.properties,
-                mandatory=True,
-                wait=False,
-                timeout=CONFIRM_TIMEOUT_S,
-            )
-            if not isinstance(confirmation, aiormq.spec.Basic.Ack):
-                route = f"{exchange or '(default)'} / {routing_key}"
-                raise PublishNotConfirmed(f"{route}: not confirmed ({confirmation!r})")
+            await publish_confirmed(self._raw, copy, exchange, routing_key)
         except Exception as exc:
             # Never acked: the original stays in the DLQ. Stop taking more.
             self._failure = self._failure or exc

@@ -68,7 +68,7 @@ async def system(
     """``make run``'s supervisor on a vhost and database of its own: each test
     counts every mail and push it sees, so nothing another test left may arrive."""
     database_url, broker = system_database, fresh_broker
-    port, push_sink_port, metrics_base = free_port(), free_port(), free_port_block(6)
+    port, push_sink_port, metrics_base = free_port(), free_port(), free_port_block(7)
     env = {
         **os.environ,
         "APP_ENV": "test",

@@ -1,7 +1,8 @@
 """The /admin page as an operator uses it: headless Chromium against a real uvicorn server.
 
 Debian's chromium (``make browser`` installs it) driven by playwright; the
-screenshot lands in ``tests/artifacts/admin_page.png``.
+screenshots land in ``tests/artifacts/``. The dead letters are archived into
+the store first, as the archiver of ``make run`` does.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from playwright.async_api import Dialog, Page, async_playwright, expect
 
 from calendar_service.app import create_app
 from calendar_service.config import Settings
-from shared.messaging.topology import PUSH_COMMANDS
-from tests.support.dlq import dead_letter, drain
+from shared.messaging.topology import EMAIL_COMMANDS, PUSH_COMMANDS
+from tests.support.dlq import archive_dead_letters, dead_letter, drain
 from tests.support.messages import email_send
 from tests.support.ports import free_port
 from tests.support.services import BrokerEnv
@@ -71,11 +72,12 @@ async def api_server(database_url: str, broker: BrokerEnv) -> AsyncIterator[str]
 
 
 async def test_operator_signs_in_reads_a_dead_letter_replays_one_and_deletes_one(
-    api_server: str, broker: BrokerEnv
+    api_server: str, broker: BrokerEnv, database_url: str
 ) -> None:
     reason = f"page-{uuid.uuid4().hex[:6]}"
     replayed, deleted = email_send(), email_send()
     await dead_letter(broker, PUSH_COMMANDS, [replayed, deleted], reasons=(reason,))
+    await archive_dead_letters(broker, database_url)
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -128,6 +130,45 @@ async def test_operator_signs_in_reads_a_dead_letter_replays_one_and_deletes_one
     assert str(replayed.message_id) in arrived
     assert str(deleted.message_id) not in arrived
     assert (ARTIFACTS / "admin_page.png").stat().st_size > 10_000
+
+
+async def test_operator_replays_a_failure_group_and_finds_it_in_the_audit_log(
+    api_server: str, broker: BrokerEnv, database_url: str
+) -> None:
+    reason = f"group-{uuid.uuid4().hex[:6]}"
+    messages = [email_send() for _ in range(3)]
+    await dead_letter(broker, EMAIL_COMMANDS, messages, reasons=(reason,))
+    await archive_dead_letters(broker, database_url)
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("dialog", lambda dialog: dialog.accept())
+            await _sign_in(page, api_server)
+
+            group = page.locator("#summary tbody tr", has_text=reason)
+            await expect(group).to_have_count(1)
+            await expect(group).to_contain_text("3")  # three messages, one failure
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=ARTIFACTS / "admin_page_groups.png", full_page=True)
+
+            await group.get_by_role("button", name="Replay group").click()
+            await expect(page.locator("#status")).to_contain_text("Replayed 3")
+            await expect(group).to_have_count(0)
+            await expect(page.locator("#replays tbody tr").first).to_contain_text("done")
+            await page.screenshot(path=ARTIFACTS / "admin_page_replayed.png", full_page=True)
+
+            await page.get_by_role("tab", name="Audit log").click()
+            entry = page.locator("#audit tbody tr").first
+            await expect(entry).to_contain_text("replay")
+            await expect(entry).to_contain_text(ADMIN)
+            await page.screenshot(path=ARTIFACTS / "admin_page_audit.png", full_page=True)
+        finally:
+            await browser.close()
+
+    arrived = {m.message_id for m in await drain(broker, EMAIL_COMMANDS.name, "email")}
+    assert {str(m.message_id) for m in messages} <= arrived
 
 
 async def _sign_in(page: Page, base: str) -> None:

@@ -99,7 +99,14 @@ async def test_every_background_process_reports_ready(system: RunningSystem) -> 
     # the API answering (the fixture) says nothing of the processes started beside it
     deadline = time.monotonic() + READY_TIMEOUT_S
     async with httpx.AsyncClient() as client:
-        processes = ((1, "relay"), (2, "reports"), (3, "email"), (4, "push"), (5, "scheduler"))
+        processes = (
+            (1, "relay"),
+            (2, "reports"),
+            (3, "email"),
+            (4, "push"),
+            (5, "scheduler"),
+            (6, "deadletters"),
+        )
         for offset, name in processes:
             url = f"http://127.0.0.1:{system.metrics_base + offset}"
             await until(

@@ -1,4 +1,4 @@
-"""The admin API over the dead-letter queues (design §3), against the live broker."""
+"""The admin API over the dead-letter queues (design §3), backed by the dead-letter store."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from calendar_service.config import Settings
 from shared.messaging.topology import PUSH_COMMANDS
 from tests.support.api import admin, register
-from tests.support.dlq import dead_letter, drain
+from tests.support.dlq import archive_dead_letters, dead_letter, drain
 from tests.support.messages import email_send
 from tests.support.services import BrokerEnv
 
@@ -19,11 +20,12 @@ pytestmark = pytest.mark.integration
 DLQ = PUSH_COMMANDS.dead_letter_queue
 
 
-async def _two_dead_letters(broker: BrokerEnv) -> tuple[list[Any], str]:
-    """Two dead letters in push.commands.dlq with a reason no other test uses."""
+async def _two_dead_letters(broker: BrokerEnv, settings: Settings) -> tuple[list[Any], str]:
+    """Two archived dead letters of push.commands.dlq with a reason no other test uses."""
     reason = f"reason-{uuid.uuid4().hex[:8]}"
     messages = [email_send(), email_send()]
     await dead_letter(broker, PUSH_COMMANDS, messages, reasons=(reason,))
+    await archive_dead_letters(broker, settings.database_url)
     return messages, reason
 
 
@@ -40,10 +42,10 @@ async def test_only_admins_reach_the_dead_letters(client: httpx.AsyncClient) -> 
 
 
 async def test_admin_sees_depths_messages_and_a_summary(
-    client: httpx.AsyncClient, broker: BrokerEnv
+    client: httpx.AsyncClient, broker: BrokerEnv, calendar_settings: Settings
 ) -> None:
     operator = await admin(client)
-    messages, reason = await _two_dead_letters(broker)
+    messages, reason = await _two_dead_letters(broker, calendar_settings)
 
     listing = (await client.get("/admin/dlq", headers=operator["headers"])).json()
     page = await client.get(
@@ -74,10 +76,10 @@ async def test_admin_sees_depths_messages_and_a_summary(
 
 
 async def test_admin_replays_dry_runs_and_deletes(
-    client: httpx.AsyncClient, broker: BrokerEnv
+    client: httpx.AsyncClient, broker: BrokerEnv, calendar_settings: Settings
 ) -> None:
     operator = await admin(client)
-    (kept, gone), reason = await _two_dead_letters(broker)
+    (kept, gone), reason = await _two_dead_letters(broker, calendar_settings)
     replay_url = f"/admin/dlq/{DLQ}/replay"
 
     dry = await client.post(

@@ -1,4 +1,7 @@
-"""``rsvp-dlq`` as an operator runs it: a real process against the live broker."""
+"""``rsvp-dlq`` as an operator runs it: a real process against the store and the live broker.
+
+The dead letters are archived into the store first, as the archiver of ``make run`` does.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from shared.messaging.topology import EMAIL_RSVP_EVENTS, PUSH_RSVP_EVENTS
-from tests.support.dlq import consumers, dead_letter, depth, drain
+from tests.support.dlq import archive_dead_letters, consumers, dead_letter, depth, drain
 from tests.support.email_consumer import email_settings, running_email_consumer
 from tests.support.messages import rsvp_created
 from tests.support.polling import until
@@ -23,6 +27,12 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 DLQ = EMAIL_RSVP_EVENTS.dead_letter_queue
+
+
+@pytest.fixture(autouse=True)
+def cli_database(database_url: str, store: asyncpg.Pool) -> None:
+    """Every CLI run here works on the run's database, emptied of dead letters first."""
+    os.environ["DATABASE_URL"] = database_url
 
 
 async def start_cli(broker: BrokerEnv, *args: str) -> asyncio.subprocess.Process:
@@ -46,9 +56,10 @@ async def run_cli(broker: BrokerEnv, *args: str, timeout: float = 60) -> tuple[i
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_list_and_show_print_tables(fresh_broker: BrokerEnv) -> None:
+async def test_list_and_show_print_tables(fresh_broker: BrokerEnv, database_url: str) -> None:
     message = rsvp_created()
     await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, [message], reasons=("invalid_recipient",))
+    await archive_dead_letters(fresh_broker, database_url)
 
     code, listing, _ = await run_cli(fresh_broker, "list")
     code_show, shown, _ = await run_cli(fresh_broker, "show", DLQ)
@@ -76,9 +87,12 @@ async def test_unknown_queue_and_refused_confirmation_change_nothing(
     assert await depth(fresh_broker, DLQ, "ops") == 1
 
 
-async def test_via_exchange_replays_through_the_original_fanout(fresh_broker: BrokerEnv) -> None:
+async def test_via_exchange_replays_through_the_original_fanout(
+    fresh_broker: BrokerEnv, database_url: str
+) -> None:
     message = rsvp_created()
     await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, [message])
+    await archive_dead_letters(fresh_broker, database_url)
 
     code, out, err = await run_cli(fresh_broker, "replay", DLQ, "--via-exchange", "--yes")
 
@@ -91,10 +105,11 @@ async def test_via_exchange_replays_through_the_original_fanout(fresh_broker: Br
 
 @pytest.mark.timeout(300)  # filling 10,000, the CLI's own 120 s, draining them back
 async def test_replaying_10000_messages_shows_progress_and_loses_none(
-    fresh_broker: BrokerEnv,
+    fresh_broker: BrokerEnv, database_url: str
 ) -> None:
     messages = [rsvp_created() for _ in range(10_000)]
     await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, messages)
+    await archive_dead_letters(fresh_broker, database_url)
 
     code, out, err = await run_cli(fresh_broker, "replay", DLQ, "--yes", timeout=120)
 
@@ -109,10 +124,11 @@ async def test_replaying_10000_messages_shows_progress_and_loses_none(
 
 @pytest.mark.timeout(480)  # the sum of its waits below, with room for a loaded machine
 async def test_killing_a_replay_midway_loses_nothing_and_sends_no_duplicate_email(
-    fresh_broker: BrokerEnv, database_url: str
+    fresh_broker: BrokerEnv, database_url: str, store: asyncpg.Pool
 ) -> None:
     messages = [rsvp_created() for _ in range(1_000)]
     await dead_letter(fresh_broker, EMAIL_RSVP_EVENTS, messages)
+    await archive_dead_letters(fresh_broker, database_url)
 
     process = await start_cli(fresh_broker, "replay", DLQ, "--yes", "--rate", "400")
     await _wait_for_depth(fresh_broker, EMAIL_RSVP_EVENTS.name, at_least=200)
@@ -121,13 +137,13 @@ async def test_killing_a_replay_midway_loses_nothing_and_sends_no_duplicate_emai
     midway = await depth(fresh_broker, EMAIL_RSVP_EVENTS.name, "email")
 
     async def all_accounted_for() -> bool:
-        # The broker takes back the dead client's unacked deliveries in its own time;
-        # a replay started before then would count, and so replay, too few. Its
-        # consumer gone, they are back; every message is then in the DLQ or has
-        # been published to its queue (some, published but never acked, in both).
+        # The killed client's transaction is rolled back when the server notices
+        # its connection gone: until then its claimed rows are locked. Then every
+        # message is dead in the store or has been published to its queue (some,
+        # published but never marked, in both). The DLQ itself has no consumer.
         if await consumers(fresh_broker, DLQ, "ops"):
             return False
-        dead = await depth(fresh_broker, DLQ, "ops")
+        dead = await store.fetchval("SELECT count(*) FROM dead_letters WHERE state = 'dead'")
         return dead + await depth(fresh_broker, EMAIL_RSVP_EVENTS.name, "email") >= 1_000
 
     await until(

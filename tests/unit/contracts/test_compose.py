@@ -35,6 +35,7 @@ PROCESSES = {
     "calendar_service.relay": {"relay"},
     "calendar_service.delivery_reports": {"delivery_reports"},
     "calendar_service.scheduler": {"scheduler"},
+    "calendar_service.deadletters": {"deadletters"},
     "email_consumer": {"email_consumer"},
     "push_consumer": {"push_consumer"},
 }
@@ -48,6 +49,7 @@ METRICS_PORTS = {
     "email_consumer": 9103,
     "push_consumer": 9104,
     "scheduler": 9105,
+    "deadletters": 9106,
 }
 
 #: The settings the services read (design §7): the names are the contract.
@@ -55,7 +57,7 @@ CONTRACT_SETTINGS = {
     "DATABASE_URL", "AMQP_URL", "RABBITMQ_MANAGEMENT_URL", "REDIS_URL",
     "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS",
     "MAIL_FROM", "VAPID_PRIVATE_KEY", "VAPID_SUBJECT", "JWT_SECRET", "HOST", "PORT",
-    "ADMIN_EMAILS", "APP_ENV", "METRICS_PORT",
+    "ADMIN_EMAILS", "APP_ENV", "METRICS_PORT", "DEAD_LETTER_RETENTION",
 }  # fmt: skip
 #: Not ours but uvicorn's: which peers may set X-Forwarded-For (nginx).
 UVICORN_SETTINGS = {"FORWARDED_ALLOW_IPS"}

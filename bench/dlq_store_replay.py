@@ -1,0 +1,115 @@
+"""B6: archive N dead letters into the store, then replay them all from it (issue 15).
+
+    python -m bench.dlq_store_replay [--messages 100000]
+
+Fills ``email.rsvp_events.dlq`` of a throw-away vhost with N envelopes
+carrying the runtime's fault headers (the baseline, as in
+``bench/dlq_replay.py``: persistent publishes with confirms, 500 in flight,
+into a quorum queue), runs the archiver until every one is stored and acked
+(its rate is reported: it must keep up with replays of this class), then
+replays them all from the store with the job ``/admin/dead-letters/replay``
+starts, and counts what arrived at the origin queue. Writes
+``bench/results/dlq_store_replay.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import asyncpg
+import uvloop
+
+from bench import harness
+from shared.dlq.queries import StoreFilter
+from shared.dlq.replays import ReplayOrder
+from shared.dlq.store import DeadLetterStore
+from shared.messaging.topology import EMAIL_RSVP_EVENTS
+from tests.support.dlq import archive_dead_letters, dead_letter, depth
+from tests.support.messages import rsvp_created
+
+NAME = "dlq_store_replay"
+BASELINE = "publish, persistent, confirms, 500 in flight, quorum queue (the fill)"
+TARGET_MSG_PER_S = 5000
+
+
+async def measure(messages: int) -> dict[str, Any]:
+    async with harness.throwaway_servers() as servers:
+        envelopes = [rsvp_created() for _ in range(messages)]
+        started = time.perf_counter()
+        await dead_letter(servers.broker, EMAIL_RSVP_EVENTS, envelopes)
+        fill_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        await archive_dead_letters(servers.broker, servers.database_url, timeout=600)
+        archive_s = time.perf_counter() - started
+        db = await asyncpg.connect(servers.asyncpg_dsn)
+        stored = await db.fetchval("SELECT count(*) FROM dead_letters")
+
+        async with DeadLetterStore(servers.asyncpg_dsn, servers.broker.amqp_url("ops")) as store:
+            started = time.perf_counter()
+            replay_id, matched = await store.start_replay(
+                ReplayOrder(StoreFilter(), actor="bench"), target="bench"
+            )
+            await store.wait(replay_id)
+            replay_s = time.perf_counter() - started
+            progress = await store.replay(replay_id)
+        marked = await db.fetchval("SELECT count(*) FROM dead_letters WHERE state = 'replayed'")
+        await db.close()
+        arrived = await depth(servers.broker, EMAIL_RSVP_EVENTS.name, "email")
+        versions = await harness.server_versions(servers)
+    replay_rate, baseline_rate = messages / replay_s, messages / fill_s
+    archive_rate = messages / archive_s
+    ratio = round(replay_rate / baseline_rate, 2)
+    return {
+        "benchmark": "B6 dead-letter replay from the store",
+        "machine": {**harness.machine(), **versions},
+        "settings": {"runs_text": f"1 x {messages} msgs"},
+        "messages": messages,
+        "stored": stored,
+        "matched": matched,
+        "replayed": progress["replayed"],
+        "marked_replayed": marked,
+        "arrived_at_origin": arrived,
+        "archive_seconds": round(archive_s, 2),
+        "archive_msg_per_s": round(archive_rate),
+        "replay_seconds": round(replay_s, 2),
+        "replay_msg_per_s": round(replay_rate),
+        "baseline": BASELINE,
+        "baseline_msg_per_s": round(baseline_rate),
+        "ratio_to_baseline": ratio,
+        "target_msg_per_s": TARGET_MSG_PER_S,
+        "summary": [
+            {
+                "what": f"replay {messages} stored dead letters to their origin, confirms on; "
+                f"{arrived} arrived, {marked} marked replayed",
+                "figure": f"{replay_rate:.0f} msg/s",
+                "baseline": f"{BASELINE}: {baseline_rate:.0f} msg/s",
+                "ratio": ratio,
+                "target_text": f">= {TARGET_MSG_PER_S} msg/s",
+                "met": replay_rate >= TARGET_MSG_PER_S and arrived == marked == messages,
+            },
+            {
+                "what": f"archive {messages} dead letters from their DLQ into the store",
+                "figure": f"{archive_rate:.0f} msg/s",
+                "baseline": f"{BASELINE}: {baseline_rate:.0f} msg/s",
+                "ratio": round(archive_rate / baseline_rate, 2),
+                "target_text": f">= {TARGET_MSG_PER_S} msg/s",
+                "met": archive_rate >= TARGET_MSG_PER_S and stored == messages,
+            },
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    args = parser.parse_args()
+    result = uvloop.run(measure(args.messages))
+    path = harness.write_result(NAME, result)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from calendar_service.deadletters.archiver import main
+
+main()
