@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from calendar_service.db.announcements import Announcements
+from calendar_service.db.audit import AuditLog
 from calendar_service.db.models import EVENT_WITHIN_CAPACITY
 from calendar_service.db.reminders import Reminders
 from calendar_service.db.repositories import (
@@ -40,6 +41,7 @@ class UnitOfWork:
     notifications: NotificationStatuses
     idempotency: IdempotencyKeys
     subscriptions: Subscriptions
+    audit: AuditLog
     outbox: Outbox
     reminders: Reminders
     announcements: Announcements
@@ -62,6 +64,7 @@ class UnitOfWork:
         self.notifications = NotificationStatuses(connection)
         self.idempotency = IdempotencyKeys(connection)
         self.subscriptions = Subscriptions(connection)
+        self.audit = AuditLog(connection)
         self.outbox = Outbox(connection)
         self.reminders = Reminders(connection)
         self.announcements = Announcements(connection)

@@ -75,17 +75,23 @@ async def change_role(uow: UnitOfWork, *, email: str, role: Role, actor: str) ->
     if before is None:
         raise NotFound(f"account {email!r}")
     user = await uow.users.set_role(before["id"], role)
-    record_role_change(user_id=before["id"], email=email, old=before["role"], new=role, actor=actor)
+    await record_role_change(
+        uow, user_id=before["id"], email=email, old=before["role"], new=role, actor=actor
+    )
     await uow.commit()
     return user
 
 
-def record_role_change(*, user_id: uuid.UUID, email: str, old: str, new: str, actor: str) -> None:
-    """The trail of a role change: who changed whose role, from what to what.
-
-    Logged at INFO today. An audit table (migration 0010, in progress) is where
-    this record belongs; it is written here, in the same transaction as the change.
-    """
+async def record_role_change(
+    uow: UnitOfWork, *, user_id: uuid.UUID, email: str, old: str, new: str, actor: str
+) -> None:
+    """The trail of a role change, in the same transaction: the audit log and a log line."""
+    await uow.audit.record(
+        actor=actor,
+        action="grant admin" if new == "admin" else "revoke admin",
+        target=email,
+        detail={"user_id": str(user_id), "old_role": old, "new_role": new},
+    )
     log.info(
         "role of %s changed from %s to %s",
         email,

@@ -13,7 +13,7 @@ from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
 from calendar_service.db.uow import UnitOfWork
 from calendar_service.usecases.accounts import Role, change_role
-from tests.support.api import api_client, random_email, register
+from tests.support.api import admin, api_client, random_email, register
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +39,19 @@ async def test_a_granted_role_acts_at_once_and_a_revoke_stops_the_same_token(
 
     await _set_role(calendar_settings, user["email"], "user")
     assert (await client.get("/admin/dlq/summary", headers=user["headers"])).status_code == 403
+
+
+async def test_a_role_change_is_in_the_audit_log(
+    client: httpx.AsyncClient, calendar_settings: Settings
+) -> None:
+    user, operator = await register(client), await admin(client)
+
+    await _set_role(calendar_settings, user["email"], "admin")
+    await _set_role(calendar_settings, user["email"], "user")
+    audit = (await client.get("/admin/audit", headers=operator["headers"])).json()["items"]
+
+    mine = [(e["action"], e["actor"]) for e in audit if e["target"] == user["email"]]
+    assert mine == [("revoke admin", "test"), ("grant admin", "test")]
 
 
 def test_the_cli_refuses_an_unknown_email_with_exit_code_2(calendar_settings: Settings) -> None:
