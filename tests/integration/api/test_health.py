@@ -3,31 +3,18 @@ degrades the API (reported in the body and a gauge) but leaves it ready."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import httpx
 import pytest
 
-from calendar_service.app import create_app
 from calendar_service.config import Settings
+from tests.support.api import api_client
 
 pytestmark = pytest.mark.integration
-
-
-@asynccontextmanager
-async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
 
 
 async def test_readyz_is_ready_with_nothing_degraded_when_all_answer(
     calendar_settings: Settings,
 ) -> None:
-    async with _client(calendar_settings) as client:
+    async with api_client(calendar_settings) as client:
         response = await client.get("/readyz")
 
     assert response.status_code == 200, response.text
@@ -41,7 +28,7 @@ async def test_with_redis_away_the_api_stays_ready_and_reports_redis_degraded(
     calendar_settings: Settings,
 ) -> None:
     nobody_listens = calendar_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
-    async with _client(nobody_listens) as client:
+    async with api_client(nobody_listens) as client:
         ready = await client.get("/readyz")
         metrics = (await client.get("/metrics")).text
         events = await client.get("/events")
