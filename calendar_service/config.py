@@ -39,6 +39,8 @@ class Settings(ServiceSettings):
     #: Longest a request waits for a database connection before it is answered
     #: 503 with Retry-After (design §8: never a 30 s wait, never a 500).
     db_pool_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    #: Broker refusals after which the relay parks an outbox row (issue 14).
+    outbox_max_attempts: int = Field(default=10, ge=1)
 
     jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32)
     jwt_ttl_seconds: int = Field(default=3600, ge=60)

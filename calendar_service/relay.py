@@ -4,11 +4,18 @@ Each pass claims a batch of unpublished rows and marks them published in one
 statement (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``,
 so several relays share the work without publishing a row twice), publishes
 them all with publisher confirms, unmarks the rows the broker did not confirm,
-and only then commits: a mark is visible only once its confirm is in. A nack,
-a timeout or a dropped connection leaves those rows for the next pass; a row
+and only then commits: a mark is visible only once its confirm is in. A
+timeout or a dropped connection leaves those rows for the next pass; a row
 may be published twice (a crash between confirm and commit) but never lost.
 The relay sleeps on ``LISTEN outbox`` rather than polling; the trigger on the
-outbox table wakes it at commit. While the broker is away it backs off.
+outbox table wakes it at commit. While the broker is away it backs off, and a
+NOTIFY does not cut that back-off short (it would only re-claim the batch).
+
+A row the broker refuses (returned as unroutable, nacked because a queue is
+full, its exchange missing) is retried after a growing delay and parked after
+``max_attempts`` refusals, so it cannot hold back the rows behind it. Missing
+exchanges are looked up before publishing, on a channel of their own: a
+publish to one would close the publishing channel and fail the whole batch.
 Figures behind the choices: ``bench/relay_perf_log.md``."""
 
 from __future__ import annotations
@@ -16,21 +23,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
+from typing import Any
 
 import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.exceptions import ChannelClosed
 from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from calendar_service.config import Settings
 from shared.messaging.codec import stored_body_to_amqp
-from shared.messaging.publisher import Publisher
+from shared.messaging.publisher import Publisher, PublishNotConfirmed
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
 from shared.service.listener import keep_listening
@@ -49,15 +58,29 @@ CLAIM_AND_MARK = """
 UPDATE outbox SET published_at = now()
 WHERE id IN (
     SELECT id FROM outbox
-    WHERE published_at IS NULL
+    WHERE published_at IS NULL AND parked_at IS NULL
+      AND (retry_after IS NULL OR retry_after <= now())
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, exchange, routing_key, body, created_at
 """
+#: The broker never saw these (it is away): they go back as they were.
 UNMARK_FAILED = """
-UPDATE outbox SET published_at = NULL, attempts = attempts + 1 WHERE id = ANY($1::bigint[])
+UPDATE outbox SET published_at = NULL WHERE id = ANY($1::bigint[])
+"""
+#: The broker refused these: count the refusal, retry later, park at the limit.
+#: $2 reasons, $3 the first retry delay (doubling per refusal), $4 the limit.
+UNMARK_REFUSED = """
+UPDATE outbox o SET published_at = NULL,
+    attempts = o.attempts + 1,
+    last_error = r.reason,
+    retry_after = now() + make_interval(secs => least($3 * 2 ^ o.attempts, 300)),
+    parked_at = CASE WHEN o.attempts + 1 >= $4 THEN now() END
+FROM unnest($1::bigint[], $2::text[]) AS r(id, reason)
+WHERE o.id = r.id
+RETURNING o.id, o.exchange, o.routing_key, o.attempts, o.parked_at IS NOT NULL AS parked
 """
 PRUNE = """
 DELETE FROM outbox WHERE id IN (
@@ -85,6 +108,49 @@ class RelayOptions:
     max_backoff_s: float = 30.0
     #: Published rows are kept this long for audit, then pruned.
     retention_s: float = 7 * 24 * 3600.0
+    #: Refusals after which a row is parked (``OUTBOX_MAX_ATTEMPTS``).
+    max_attempts: int = 10
+    #: A refused row waits this long before its next try, doubling per refusal.
+    refusal_delay_s: float = 0.5
+
+
+class ExchangeMissing(RuntimeError):
+    """The row's exchange does not exist: publishing to it would close the channel."""
+
+
+class ExchangeCheck:
+    """Which exchanges exist, looked up passively on a throwaway channel.
+
+    A publish to a missing exchange is a channel error in AMQP: the broker
+    closes the publishing channel and every publish in flight on it fails.
+    A passive declare fails the same way, but on a channel of its own.
+    Exchanges found are remembered; missing ones are looked up again.
+    """
+
+    def __init__(self, open_channel: Callable[[], Awaitable[AbstractChannel]]) -> None:
+        self._open_channel = open_channel
+        self._known: set[str] = {""}  # the default exchange always exists
+
+    async def missing(self, names: set[str]) -> set[str]:
+        missing: set[str] = set()
+        for name in names - self._known:
+            try:
+                channel = await self._open_channel()
+            except (RuntimeError, aio_pika.exceptions.AMQPError):
+                return missing  # the broker is away: the publishes will say so
+            try:
+                await channel.declare_exchange(name, passive=True)
+                self._known.add(name)
+            except ChannelClosed:  # NOT_FOUND closes the channel
+                missing.add(name)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return missing
+
+    def forget(self) -> None:
+        """Look every exchange up again (one may have been deleted since)."""
+        self._known = {""}
 
 
 class RelayMetrics:
@@ -102,6 +168,11 @@ class RelayMetrics:
             "Outbox messages the broker did not confirm (left for the next pass)",
             registry=self.registry,
         )
+        self.parked = Counter(
+            "outbox_parked_total",
+            "Outbox messages parked after the broker refused them max_attempts times",
+            registry=self.registry,
+        )
         self.lag = Histogram(
             "outbox_publish_lag_seconds",
             "From the outbox row's commit to the broker's confirm",
@@ -117,6 +188,8 @@ class RelayMetrics:
 class PassResult:
     claimed: int
     published: int
+    #: Of the unpublished, how many the broker refused (the rest: broker away).
+    refused: int = 0
 
 
 class OutboxRelay:
@@ -126,9 +199,11 @@ class OutboxRelay:
         publisher: Publisher,
         options: RelayOptions | None = None,
         metrics: RelayMetrics | None = None,
+        exchanges: ExchangeCheck | None = None,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
+        self._exchanges = exchanges
         self._options = options or RelayOptions()
         self.metrics = metrics or RelayMetrics()
         self._wake = asyncio.Event()
@@ -167,12 +242,24 @@ class OutboxRelay:
                 await connection.fetch(CLAIM_AND_MARK, self._options.batch_size),
                 key=itemgetter("id"),
             )
-            outcomes = await asyncio.gather(
-                *(self._publish_row(row) for row in rows), return_exceptions=True
+            missing = await self._missing_exchanges(rows)
+            outcomes: list[BaseException | None] = list(
+                await asyncio.gather(
+                    *(self._publish_row(row, missing) for row in rows), return_exceptions=True
+                )
             )
             failed = [r["id"] for r, o in zip(rows, outcomes, strict=True) if o is not None]
-            if failed:
-                await connection.execute(UNMARK_FAILED, failed)
+            refused = [
+                (r["id"], repr(o))
+                for r, o in zip(rows, outcomes, strict=True)
+                if isinstance(o, PublishNotConfirmed | ExchangeMissing)
+            ]
+            refused_ids = {i for i, _ in refused}
+            if away := [i for i in failed if i not in refused_ids]:
+                await connection.execute(UNMARK_FAILED, away)
+                if self._exchanges is not None:
+                    self._exchanges.forget()
+            parked = await self._refuse(connection, refused) if refused else []
         except Exception:
             with contextlib.suppress(Exception):
                 await connection.execute("ROLLBACK")  # the next pass starts clean
@@ -180,7 +267,41 @@ class OutboxRelay:
         await connection.execute("COMMIT; BEGIN" if begin_next else "COMMIT")
         if rows:
             self._observe(rows, outcomes, len(failed))
-        return PassResult(len(rows), len(rows) - len(failed))
+        self._report_parked(parked)
+        return PassResult(len(rows), len(rows) - len(failed), len(refused))
+
+    async def _missing_exchanges(self, rows: list[asyncpg.Record]) -> set[str]:
+        if self._exchanges is None or not rows:
+            return set()
+        return await self._exchanges.missing({r["exchange"] for r in rows})
+
+    async def _refuse(
+        self, connection: Connection, refused: list[tuple[int, str]]
+    ) -> list[dict[str, Any]]:
+        """Count the broker's refusals; returns the rows this pass parked, with their reason."""
+        ids, reasons = zip(*refused, strict=True)
+        options = self._options
+        updated = await connection.fetch(
+            UNMARK_REFUSED, list(ids), list(reasons), options.refusal_delay_s, options.max_attempts
+        )
+        reason_of = dict(refused)
+        return [{**dict(r), "reason": reason_of[r["id"]]} for r in updated if r["parked"]]
+
+    def _report_parked(self, parked: list[dict[str, Any]]) -> None:
+        for row in parked:
+            log.error(
+                "outbox row %d parked after %d refusals (%s/%s): %s; "
+                "re-queue with: UPDATE outbox SET parked_at = NULL, attempts = 0, "
+                "retry_after = NULL WHERE id = %d",
+                row["id"],
+                row["attempts"],
+                row["exchange"] or "(default)",
+                row["routing_key"],
+                row["reason"],
+                row["id"],
+            )
+        if parked:
+            self.metrics.parked.inc(len(parked))
 
     def _observe(
         self, rows: list[asyncpg.Record], outcomes: list[BaseException | None], failed: int
@@ -199,7 +320,9 @@ class OutboxRelay:
                 next(o for o in outcomes if o is not None),
             )
 
-    async def _publish_row(self, row: asyncpg.Record) -> None:
+    async def _publish_row(self, row: asyncpg.Record, missing: set[str]) -> None:
+        if row["exchange"] in missing:
+            raise ExchangeMissing(f"exchange {row['exchange']!r} does not exist")
         message = stored_body_to_amqp(row["body"])
         await self._publisher.publish_raw(message, row["exchange"], row["routing_key"])
 
@@ -226,7 +349,7 @@ class OutboxRelay:
             ) as exc:
                 delay = backoff.next_delay()
                 log.warning("relay pass failed, retrying in %.1fs: %r", delay, exc)
-                await self._sleep(delay)
+                await self._back_off(delay)
 
     async def _publish_until_stopped(self, connection: Connection, backoff: Backoff) -> None:
         try:
@@ -244,9 +367,9 @@ class OutboxRelay:
             passes += 1
             if passes % 1000 == 0:
                 await self._prune_between_passes(connection)
-            if result.claimed and result.published == 0:
-                # the broker took nothing: it is away or refusing; back off
-                await self._sleep(backoff.next_delay())
+            if result.claimed and result.published == 0 and result.refused < result.claimed:
+                # the broker took nothing and refused nothing: it is away; back off
+                await self._back_off(backoff.next_delay())
                 continue
             backoff.reset()
             if result.claimed == self._options.batch_size:
@@ -266,6 +389,13 @@ class OutboxRelay:
         except asyncpg.PostgresError as exc:
             log.warning("pruning published outbox rows failed: %r", exc)
             await connection.execute("ROLLBACK; BEGIN")
+
+    async def _back_off(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless stopped: a NOTIFY does not cut it short, since
+        a pass now would only re-claim the batch the broker just failed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken or ``seconds`` have passed (a timeout, not a task, per sleep)."""
@@ -318,8 +448,15 @@ class RelayService:
             self._broker = await connect_broker(self._settings.amqp_url, "outbox-relay", stop=stop)
             if self._broker is None:
                 return
-        channel = await self._broker.channel(publisher_confirms=True, on_return_raises=True)
-        relay = OutboxRelay(self._pool, Publisher(channel), self._options, self.relay_metrics)
+        broker = self._broker
+        channel = await broker.channel(publisher_confirms=True, on_return_raises=True)
+        relay = OutboxRelay(
+            self._pool,
+            Publisher(channel),
+            self._options,
+            self.relay_metrics,
+            ExchangeCheck(lambda: broker.channel(publisher_confirms=False)),
+        )
         self._listening = asyncio.create_task(
             keep_listening(self._settings.asyncpg_dsn, "outbox", relay.wake, stop)
         )
@@ -356,7 +493,8 @@ async def bootstrap(
 def main() -> None:
     settings = Settings()
     port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
-    run_service("relay", settings, lambda: bootstrap(settings), metrics_port=port)
+    options = RelayOptions(max_attempts=settings.outbox_max_attempts)
+    run_service("relay", settings, lambda: bootstrap(settings, options=options), metrics_port=port)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""Operations endpoints: liveness, readiness (DB, broker, Redis), Prometheus metrics."""
+"""Operations endpoints: liveness, readiness, Prometheus metrics.
+
+Readiness means "this replica cannot serve": only the database is required.
+With Redis away the API still serves every read and write (the cache and the
+limits fall back), and with the broker away RSVPs still commit to the outbox;
+answering 503 then would make a load balancer pull every replica at once. So
+those two are reported as ``degraded`` in the body (200) and in the
+``dependency_up`` gauge, for alerts, not for routing."""
 
 from __future__ import annotations
 
@@ -6,12 +13,20 @@ import asyncio
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import text
 
 from calendar_service.api.deps import ContainerDep
 
 router = APIRouter(tags=["ops"])
+
+#: What the replica cannot serve without; the rest only degrades it.
+REQUIRED = frozenset({"database"})
+DEPENDENCY_UP = Gauge(
+    "dependency_up",
+    "1 if the dependency answered the last readiness check, else 0",
+    ["dependency"],
+)
 
 
 @router.get("/healthz")
@@ -45,8 +60,17 @@ async def readyz(container: ContainerDep) -> JSONResponse:
         name: "ok" if not isinstance(result, BaseException) else f"failed: {result!r}"[:200]
         for name, result in zip(checks, results, strict=True)
     }
-    ready = all(value == "ok" for value in report.values())
-    return JSONResponse({"ready": ready, "checks": report}, status_code=200 if ready else 503)
+    for name, value in report.items():
+        DEPENDENCY_UP.labels(dependency=name).set(1 if value == "ok" else 0)
+    ready = all(report[name] == "ok" for name in REQUIRED)
+    degraded = [name for name, value in report.items() if value != "ok" and name not in REQUIRED]
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "ready": ready,
+        "degraded": degraded,
+        "checks": report,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics")

@@ -212,12 +212,22 @@ class OutboxMessage(Base):
     )
     created_at: Mapped[datetime] = _now()
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: How many times the broker refused the row (a broker away does not count).
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    #: Not claimed before this (set after a refusal, growing with ``attempts``).
+    retry_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Set after ``OUTBOX_MAX_ATTEMPTS`` refusals: the relay leaves the row to an operator.
+    parked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("message_id"),
-        # the relay's claim query: unpublished rows in id order
-        Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
+        # the relay's claim query: unpublished, unparked rows in id order
+        Index(
+            "ix_outbox_pending",
+            "id",
+            postgresql_where=text("published_at IS NULL AND parked_at IS NULL"),
+        ),
         Index("ix_outbox_published_at", "published_at"),
     )
 

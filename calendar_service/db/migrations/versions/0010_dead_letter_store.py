@@ -9,7 +9,7 @@ statement, not per row), so the groups page reads a few hundred rows, not a
 million. ``pg_trgm`` backs the free-text search in exception messages.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-29 22:30:00.000000
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
