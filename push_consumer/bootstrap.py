@@ -67,6 +67,8 @@ async def bootstrap(
                 vapid_authorizations(settings),
                 timeout_s=settings.push_timeout_s,
                 max_connections=settings.push_max_connections,
+                # dev's push service is on 127.0.0.1; prod pushes go to the internet only
+                public_only=settings.app_env == "prod",
                 transport=transport,
             )
             opened.push_async_callback(sender.aclose)
