@@ -233,7 +233,8 @@ class WebPushSender:
             async with asyncio.timeout(self._deadline_s):
                 answer = await self._post(target.endpoint, body, headers)
         except ForbiddenAddress as exc:
-            raise ForbiddenEndpoint(f"push endpoint refused: {exc}", status_code=0) from exc
+            # reported as 410 Gone: push.subscription_expired's contract says 404 or 410
+            raise ForbiddenEndpoint(f"push endpoint refused: {exc}", status_code=410) from exc
         except httpx.UnsupportedProtocol as exc:
             raise PermanentError(f"not a push URL: {exc}", reason="invalid_endpoint") from exc
         except TimeoutError as exc:

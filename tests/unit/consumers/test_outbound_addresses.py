@@ -146,4 +146,5 @@ async def test_a_prod_sender_treats_an_internal_endpoint_as_gone_without_connect
         await sender.aclose()
     assert isinstance(refused.value, SubscriptionGone)
     assert refused.value.reason == "forbidden_endpoint"
+    assert refused.value.status_code == 410
     assert backend.connected == []
