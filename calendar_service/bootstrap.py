@@ -98,6 +98,7 @@ async def bootstrap(settings: Settings) -> Container:
             producer=PRODUCER,
             channels=CHANNELS,
             acquire_timeout_s=settings.db_pool_timeout_s,
+            server_settings=settings.db_server_settings,
         ),
     )
     # readiness reports the broker; RSVPs never wait for it (they go to the outbox)

@@ -48,6 +48,9 @@ class Settings(ServiceSettings):
     #: only (refused with APP_ENV=prod; there `python -m calendar_service.admin grant`).
     admin_emails: Annotated[frozenset[str], NoDecode] = frozenset()
 
+    #: Push subscriptions one user may hold; past it subscribing answers 409.
+    push_subscriptions_per_user: int = Field(default=20, ge=1, le=1_000)
+
     #: Resends of one RSVP's confirmation allowed in a moving window ("3/hour").
     resend_limit: str = "3/hour"
     #: Announcements one event may send in a moving window ("10/hour").

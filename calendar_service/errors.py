@@ -14,7 +14,8 @@ below has a row there)::
     ├── Conflict                     409
     │   ├── EventFull                     the seats asked for are taken (at COMMIT)
     │   ├── CapacityBelowSeatsTaken       an event shrunk below its seats taken
-    │   └── EmailTaken                    registering an address twice
+    │   ├── EmailTaken                    registering an address twice
+    │   └── TooManySubscriptions          past PUSH_SUBSCRIPTIONS_PER_USER push subscriptions
     ├── Unprocessable                422
     │   ├── IdempotencyKeyReused          the same key with a different request
     │   └── EndsBeforeStart               an event changed to end before it starts
@@ -83,6 +84,15 @@ class CapacityBelowSeatsTaken(Conflict):
 class EmailTaken(Conflict):
     def __init__(self) -> None:
         super().__init__("email is already registered")
+
+
+class TooManySubscriptions(Conflict):
+    """A user holds as many push subscriptions as allowed: each costs a push per notification."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"at most {limit} push subscriptions per user; remove one you no longer use"
+        )
 
 
 class Unprocessable(CalendarError):

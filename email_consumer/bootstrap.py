@@ -27,6 +27,7 @@ def smtp_mailer(settings: Settings) -> SmtpMailer:
         username=settings.smtp_username,
         password=settings.smtp_password,
         starttls=settings.smtp_starttls,
+        timeout=settings.smtp_timeout_s,
         pool_size=settings.smtp_pool_size,
     )
 

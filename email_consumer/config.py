@@ -16,6 +16,8 @@ class Settings(ServiceSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = False
+    #: Longest one SMTP command (connect, MAIL, RCPT, DATA ...) may wait for the server.
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=300)
     mail_from: str = "RSVP <no-reply@rsvp.localhost>"
     #: SMTP connections kept open and reused; sends run concurrently up to this.
     smtp_pool_size: int = Field(default=4, ge=1, le=64)

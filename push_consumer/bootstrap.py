@@ -59,7 +59,13 @@ async def bootstrap(
             pool = await opened.enter_async_context(inbox_pool(settings, spare=0))
             # the handler's own queries (subscriptions, ledger) take a connection
             # for a moment besides the one its claim holds, from a pool of their own
-            store = await opened.enter_async_context(store_pool(settings.asyncpg_dsn))
+            store = await opened.enter_async_context(
+                store_pool(
+                    settings.asyncpg_dsn,
+                    server_settings=settings.db_server_settings,
+                    connect_timeout_s=settings.db_connect_timeout_s,
+                )
+            )
         else:
             store = pool
         if sender is None:
@@ -67,6 +73,8 @@ async def bootstrap(
                 vapid_authorizations(settings),
                 timeout_s=settings.push_timeout_s,
                 max_connections=settings.push_max_connections,
+                # dev's push service is on 127.0.0.1; prod pushes go to the internet only
+                public_only=settings.app_env == "prod",
                 transport=transport,
             )
             opened.push_async_callback(sender.aclose)

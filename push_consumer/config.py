@@ -19,7 +19,7 @@ class Settings(ServiceSettings):
     vapid_private_key: str | None = None
     #: Contact for push services: a mailto: or https: URL (RFC 8292).
     vapid_subject: str = "mailto:ops@rsvp.localhost"
-    #: Seconds a push service may take to answer one push.
+    #: Seconds one push may take in all: connecting, sending, reading the answer.
     push_timeout_s: float = Field(default=10.0, gt=0, le=120)
     #: How long a push service keeps a push for an offline device (the TTL header).
     push_ttl_s: int = Field(default=24 * 3600, ge=0, le=28 * 24 * 3600)

@@ -38,7 +38,9 @@ STORE_CONNECTIONS = 4
 
 
 @asynccontextmanager
-async def store_pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+async def store_pool(
+    dsn: str, *, server_settings: dict[str, str] | None = None, connect_timeout_s: float = 10.0
+) -> AsyncIterator[asyncpg.Pool]:
     """A small pool for the store, whose connections go back without asyncpg's reset.
 
     asyncpg resets a connection on every release (advisory locks, cursors,
@@ -48,7 +50,12 @@ async def store_pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
     that is how its claims' advisory locks are let go.
     """
     pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=STORE_CONNECTIONS, reset=_nothing_to_reset
+        dsn,
+        min_size=1,
+        max_size=STORE_CONNECTIONS,
+        reset=_nothing_to_reset,
+        server_settings=server_settings,
+        timeout=connect_timeout_s,
     )
     try:
         yield pool

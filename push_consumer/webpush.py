@@ -15,10 +15,24 @@ the edge, so handlers never see httpx:
     429, 5xx              TransientError, with the service's Retry-After
     timeouts, I/O errors  TransientError
     400/413, other 4xx    PermanentError (retrying sends the same bad request)
+    not a public address  ForbiddenEndpoint, a SubscriptionGone (prod only, see below)
+
+Outbound safety. Each push has one total deadline (``timeout_s``) around
+the whole exchange, connect to last body byte: httpx's timeouts are per
+read, so a server trickling a byte a second would hold a push for as long
+as it liked. Only the first ``MAX_ANSWER_BYTES`` of an answer are read;
+nothing in it beyond a short error text matters to us. With
+``public_only`` (APP_ENV=prod) connections go only to public addresses,
+checked after DNS resolution (:mod:`push_consumer.vetted_transport`). An
+endpoint refused there is treated as gone: the calendar deletes the
+subscription (``push.subscription_expired``), since every later push to it
+would be refused the same way, and the other devices of the user still get
+theirs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,13 +45,18 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from push_consumer.vapid import VapidAuthorizations
+from push_consumer.vetted_transport import VettedHTTPTransport
 from shared.messaging.errors import PermanentError, TransientError
+from shared.outbound_addresses import ForbiddenAddress
 
 Urgency = Literal["very-low", "low", "normal", "high"]
 
 #: Push services must accept 4096 bytes of encrypted payload (RFC 8291 §4);
 #: aes128gcm adds an 86-byte header and a 17-byte padding delimiter and tag.
 MAX_PLAINTEXT_BYTES = 4096 - 86 - 17
+
+#: The most of a push service's answer body that is read (an error text, at most).
+MAX_ANSWER_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +77,24 @@ class SubscriptionGone(PermanentError):
     def __init__(self, message: str, *, status_code: int) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class ForbiddenEndpoint(SubscriptionGone):
+    """The endpoint's host is, or resolves to, an address pushes may not go to (prod).
+
+    Gone rather than failed: no retry could reach it, so the calendar deletes it.
+    """
+
+    reason = "forbidden_endpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class PushAnswer:
+    """What a push service answered: its status, Retry-After and the start of its body."""
+
+    status_code: int
+    retry_after: str | None
+    excerpt: bytes
 
 
 def _b64url(text: str) -> bytes:
@@ -127,7 +164,9 @@ class WebPushSender:
     """Sends encrypted pushes over one pooled httpx transport (HTTP/1.1 keep-alive).
 
     ``transport`` is for tests (``httpx.MockTransport``); by default httpx
-    opens real connections, at most ``max_connections`` at once.
+    opens real connections, at most ``max_connections`` at once, and with
+    ``public_only`` only to public addresses. ``timeout_s`` is the total
+    deadline of one push.
 
     It posts through the transport, not an ``httpx.AsyncClient``: a push
     needs none of the client's layers (cookies, auth flows, redirects, event
@@ -141,15 +180,22 @@ class WebPushSender:
         *,
         timeout_s: float = 10.0,
         max_connections: int = 32,
+        public_only: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._vapid = vapid
+        self._deadline_s = timeout_s
         self._timeout = httpx.Timeout(timeout_s).as_dict()
-        self._transport = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            )
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
         )
+        if transport is None:
+            transport = (
+                VettedHTTPTransport(limits=limits)
+                if public_only
+                else httpx.AsyncHTTPTransport(limits=limits)
+            )
+        self._transport = transport
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -184,33 +230,56 @@ class WebPushSender:
             headers["Topic"] = topic
         body = encrypt(plaintext, target)
         try:
-            response = await self._post(target.endpoint, body, headers)
+            async with asyncio.timeout(self._deadline_s):
+                answer = await self._post(target.endpoint, body, headers)
+        except ForbiddenAddress as exc:
+            # reported as 410 Gone: push.subscription_expired's contract says 404 or 410
+            raise ForbiddenEndpoint(f"push endpoint refused: {exc}", status_code=410) from exc
         except httpx.UnsupportedProtocol as exc:
             raise PermanentError(f"not a push URL: {exc}", reason="invalid_endpoint") from exc
+        except TimeoutError as exc:
+            raise TransientError(
+                f"push took longer than {self._deadline_s:g}s in all", reason="push_timeout"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise TransientError(f"push service timed out: {exc!r}", reason="push_timeout") from exc
         except httpx.HTTPError as exc:
             raise TransientError(
                 f"push service unreachable: {exc!r}", reason="push_unreachable"
             ) from exc
-        return _outcome(response)
+        return _outcome(answer)
 
-    async def _post(self, endpoint: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """One POST, its answer read to the end, so the connection goes back to the pool."""
+    async def _post(self, endpoint: str, body: bytes, headers: dict[str, str]) -> PushAnswer:
+        """One POST and at most ``MAX_ANSWER_BYTES`` of its answer.
+
+        An answer read to its end lets the connection go back to the pool; a
+        longer one is cut, and its connection closed rather than drained.
+        """
         request = httpx.Request(
             "POST", endpoint, headers=headers, content=body, extensions={"timeout": self._timeout}
         )
         response = await self._transport.handle_async_request(request)
+        stream = response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)  # an async transport's answer
+        excerpt = bytearray()
         try:
-            await response.aread()
+            async for chunk in stream:  # raw: a mock's answer is already read, a real one not
+                excerpt += chunk
+                if len(excerpt) >= MAX_ANSWER_BYTES:
+                    break
         finally:
             await response.aclose()
-        return response
+        return PushAnswer(
+            response.status_code,
+            response.headers.get("Retry-After"),
+            bytes(excerpt[:MAX_ANSWER_BYTES]),
+        )
 
 
-def _outcome(response: httpx.Response) -> int:
-    status = response.status_code
-    said = f"push service answered {status}: {response.text[:200]}"
+def _outcome(answer: PushAnswer) -> int:
+    status = answer.status_code
+    text = answer.excerpt[:200].decode("utf-8", "replace")
+    said = f"push service answered {status}: {text}"
     if 200 <= status < 300:
         return status
     if status in (404, 410):
@@ -219,6 +288,6 @@ def _outcome(response: httpx.Response) -> int:
         raise TransientError(
             said,
             reason="push_throttled" if status == 429 else "push_unavailable",
-            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            retry_after=retry_after_seconds(answer.retry_after),
         )
     raise PermanentError(said, reason="push_rejected")

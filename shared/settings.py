@@ -24,6 +24,13 @@ class ServiceSettings(BaseSettings):
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/rsvp"
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
+    #: Longest one SQL statement may run before PostgreSQL cancels it (0: no limit).
+    #: Per statement, not per transaction: a long transaction of short statements is fine.
+    db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    #: Longest a statement waits for a row or table lock (0: no limit).
+    db_lock_timeout_ms: int = Field(default=2000, ge=0)
+    #: Longest opening one database connection, or waiting for a free one in a pool, may take.
+    db_connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/rsvp"
     rabbitmq_management_url: str = "http://ops:ops@127.0.0.1:15672"
@@ -41,6 +48,14 @@ class ServiceSettings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+asyncpg://" + value.removeprefix(prefix)
         return value
+
+    @property
+    def db_server_settings(self) -> dict[str, str]:
+        """The deadlines every session of this process runs with (asyncpg ``server_settings``)."""
+        return {
+            "statement_timeout": str(self.db_statement_timeout_ms),
+            "lock_timeout": str(self.db_lock_timeout_ms),
+        }
 
     @property
     def asyncpg_dsn(self) -> str:

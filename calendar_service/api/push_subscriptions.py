@@ -8,6 +8,7 @@ whoever subscribed on that browser last is the one signed in there now.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ipaddress
@@ -24,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from calendar_service.api.deps import ContainerDep, CurrentUser, UowDep
 from calendar_service.usecases.subscriptions import subscribe as store_subscription
 from calendar_service.usecases.subscriptions import unsubscribe as remove_subscription
+from shared.outbound_addresses import ForbiddenAddress, public_addresses
 
 router = APIRouter(prefix="/users/me/push-subscriptions", tags=["push"])
 
@@ -81,6 +83,10 @@ class SubscriptionOut(BaseModel):
     created_at: datetime
 
 
+#: Longest a subscribe waits for the endpoint's name to resolve before letting it through.
+RESOLVE_TIMEOUT_S = 2.0
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -88,6 +94,12 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _refuse_endpoint(message: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": ("body", "endpoint"), "msg": f"Value error, {message}", "type": "value_error"}]
+    )
 
 
 def check_endpoint_scheme(endpoint: str, *, allow_loopback_http: bool) -> None:
@@ -98,21 +110,34 @@ def check_endpoint_scheme(endpoint: str, *, allow_loopback_http: bool) -> None:
     if allow_loopback_http and _is_loopback(parts.hostname or ""):
         return
     allowed = " (or http on loopback in dev/test)" if allow_loopback_http else ""
-    raise RequestValidationError(
-        [
-            {
-                "loc": ("body", "endpoint"),
-                "msg": f"Value error, must be an https URL{allowed}",
-                "type": "value_error",
-            }
-        ]
-    )
+    raise _refuse_endpoint(f"must be an https URL{allowed}")
+
+
+async def check_endpoint_address(endpoint: str) -> None:
+    """In prod a push endpoint must be a public address (:mod:`shared.outbound_addresses`).
+
+    A 422 here tells an honest client at once; the push consumer checks
+    again after its own resolution, which is what stops a name that
+    resolves differently later. So a name that does not resolve now, or not
+    within ``RESOLVE_TIMEOUT_S``, is let through to that second check.
+    """
+    parts = urlsplit(endpoint)
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            await public_addresses(parts.hostname or "", parts.port or 443)
+    except ForbiddenAddress as exc:
+        raise _refuse_endpoint(f"must be a public push service address: {exc}") from exc
+    except (OSError, TimeoutError):
+        return
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "This endpoint was registered already (now the caller's)"}},
+    responses={
+        200: {"description": "This endpoint was registered already (now the caller's)"},
+        409: {"description": "The caller holds PUSH_SUBSCRIPTIONS_PER_USER subscriptions already"},
+    },
 )
 async def subscribe(
     body: SubscriptionIn,
@@ -121,14 +146,21 @@ async def subscribe(
     container: ContainerDep,
     response: Response,
 ) -> SubscriptionOut:
-    """Store a subscription: 201 when new, 200 when the endpoint was known already."""
-    check_endpoint_scheme(body.endpoint, allow_loopback_http=container.settings.app_env != "prod")
+    """Store a subscription: 201 when new, 200 when the endpoint was known already.
+
+    In prod the endpoint must be https to a public address (422 otherwise).
+    """
+    settings = container.settings
+    check_endpoint_scheme(body.endpoint, allow_loopback_http=settings.app_env != "prod")
+    if settings.app_env == "prod":  # dev's push service is on 127.0.0.1
+        await check_endpoint_address(body.endpoint)
     row, created = await store_subscription(
         uow,
         caller_id=caller.user_id,
         endpoint=body.endpoint,
         p256dh=body.keys.p256dh,
         auth=body.keys.auth,
+        per_user_limit=settings.push_subscriptions_per_user,
     )
     if not created:
         response.status_code = status.HTTP_200_OK

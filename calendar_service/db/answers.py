@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -105,13 +105,18 @@ class RsvpAnswers:
         producer: str,
         channels: Sequence[str],
         acquire_timeout_s: float,
+        server_settings: Mapping[str, str] | None = None,
     ) -> RsvpAnswers:
-        """A pool that opens connections when first needed: the API starts without PostgreSQL."""
+        """A pool that opens connections when first needed: the API starts without PostgreSQL.
+
+        ``server_settings`` are the process's session deadlines (statement and lock timeouts).
+        """
         pool = await asyncpg.create_pool(
             dsn,
             min_size=0,
             max_size=size,
-            server_settings={"application_name": "calendar_service.rsvps"},
+            server_settings={"application_name": "calendar_service.rsvps"}
+            | dict(server_settings or {}),
             reset=_nothing_to_reset,
             timeout=acquire_timeout_s,
         )

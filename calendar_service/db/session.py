@@ -8,7 +8,12 @@ from shared.settings import ServiceSettings
 
 
 def create_engine(settings: ServiceSettings, *, pool_timeout_s: float = 30.0) -> AsyncEngine:
-    """``pool_timeout_s`` bounds the wait for a connection (the API's is short: §8)."""
+    """``pool_timeout_s`` bounds the wait for a connection (the API's is short: §8).
+
+    Every session gets the statement and lock timeouts of ``settings``
+    (``DB_STATEMENT_TIMEOUT_MS``, ``DB_LOCK_TIMEOUT_MS``), so a stuck query or
+    a held lock fails a request instead of holding its connection for good.
+    """
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
@@ -17,5 +22,9 @@ def create_engine(settings: ServiceSettings, *, pool_timeout_s: float = 30.0) ->
         pool_pre_ping=True,
         pool_recycle=1800,
         # asyncpg's statement cache makes repeated queries cheap; keep it
-        connect_args={"server_settings": {"application_name": "calendar_service"}},
+        connect_args={
+            "server_settings": {"application_name": "calendar_service"}
+            | settings.db_server_settings,
+            "timeout": settings.db_connect_timeout_s,
+        },
     )

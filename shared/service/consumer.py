@@ -29,6 +29,12 @@ class ConsumerSettings(Protocol):
     def asyncpg_dsn(self) -> str: ...
 
     @property
+    def db_server_settings(self) -> dict[str, str]: ...
+
+    @property
+    def db_connect_timeout_s(self) -> float: ...
+
+    @property
     def prefetch(self) -> int: ...
 
     @property
@@ -43,7 +49,11 @@ async def inbox_pool(settings: ConsumerSettings, *, spare: int) -> AsyncIterator
     """A pool with two connections for the inbox (the claims and the records of all
     messages in flight share them) plus ``spare`` for what the handlers query themselves."""
     pool = await asyncpg.create_pool(
-        settings.asyncpg_dsn, min_size=min(2, spare), max_size=2 + spare
+        settings.asyncpg_dsn,
+        min_size=min(2, spare),
+        max_size=2 + spare,
+        server_settings=settings.db_server_settings,
+        timeout=settings.db_connect_timeout_s,
     )
     try:
         yield pool

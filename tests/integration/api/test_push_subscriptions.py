@@ -171,3 +171,57 @@ async def test_plain_http_is_refused_in_production(calendar_settings: Settings) 
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "endpoint"]
+
+
+def _production(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"app_env": "prod", "jwt_secret": "a-real-secret-for-this-test-0123456789"}
+    )
+
+
+async def test_internal_addresses_are_refused_in_production(calendar_settings: Settings) -> None:
+    """Literal internal addresses and a name resolving to loopback; nothing is connected to."""
+    endpoints = [
+        "https://127.0.0.1/push",
+        "https://10.0.0.1/push",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[fd00:ec2::254]/push",
+        "https://[::ffff:10.0.0.1]/push",
+        "https://localhost:8443/push",
+    ]
+    async with api_client(_production(calendar_settings)) as client:
+        user = await register(client)
+        answers = [
+            await client.post(PATH, json=browser_subscription(e), headers=user["headers"])
+            for e in endpoints
+        ]
+        listed = await client.get(PATH, headers=user["headers"])
+
+    assert [a.status_code for a in answers] == [422] * len(endpoints), [a.text for a in answers]
+    for answer in answers:
+        (error,) = answer.json()["detail"]
+        assert error["loc"] == ["body", "endpoint"]
+        assert "must be a public push service address" in error["msg"]
+    assert "a cloud metadata address" in answers[2].json()["detail"][0]["msg"]
+    assert listed.json() == []
+
+
+async def test_past_the_per_user_limit_a_new_subscription_is_a_409(
+    client: httpx.AsyncClient, calendar_settings: Settings
+) -> None:
+    limit = calendar_settings.push_subscriptions_per_user
+    assert limit == 20
+    user = await register(client)
+    bodies = [browser_subscription() for _ in range(limit)]
+    for body in bodies:
+        assert (await client.post(PATH, json=body, headers=user["headers"])).status_code == 201
+
+    one_more = await client.post(PATH, json=browser_subscription(), headers=user["headers"])
+    renewed = await client.post(
+        PATH, json=browser_subscription(bodies[0]["endpoint"]), headers=user["headers"]
+    )
+
+    assert one_more.status_code == 409, one_more.text
+    assert "at most 20 push subscriptions" in one_more.json()["detail"]
+    assert renewed.status_code == 200  # re-posting a held endpoint (new keys) is not one more
+    assert len((await client.get(PATH, headers=user["headers"])).json()) == limit

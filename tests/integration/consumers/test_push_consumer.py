@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -23,10 +24,13 @@ from calendar_service.db.session import create_engine
 from calendar_service.delivery_reports import build_runtime
 from devtools.pushsink import PushSink, SinkSubscription
 from push_consumer.config import Settings
+from push_consumer.vapid import VapidAuthorizations, generate_private_key
+from push_consumer.webpush import PushTarget, WebPushSender
+from shared.messaging.errors import PermanentError, TransientError
 from shared.messaging.topology import PUSH_RSVP_EVENTS
 from shared.schemas import Envelope, NotificationCommand, PushSend, parse_message
 from tests.support.amqp import channel_as, get_one, publish_as_calendar
-from tests.support.api import PUSH_SUBSCRIPTIONS, register
+from tests.support.api import PUSH_SUBSCRIPTIONS, browser_subscription, register
 from tests.support.messages import rsvp_created
 from tests.support.push_consumer import push_settings, running_push_consumer
 from tests.support.push_service import running_push_service
@@ -291,3 +295,92 @@ async def test_a_reminder_command_is_pushed_with_high_urgency(
 
     assert push.urgency == "high"
     assert push.notification["title"] == f"Reminder: {rsvp.event.title}"
+
+
+# --- outbound safety: a push service that answers slowly or at length (issue 14) ---
+
+
+@asynccontextmanager
+async def misbehaving_push_service(
+    answer: Callable[[asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A tiny HTTP server on 127.0.0.1 that reads a request, then ``answer``s as it likes."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        try:
+            await answer(writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/push/1"
+    finally:
+        server.close()
+
+
+def _browser_target(endpoint: str) -> PushTarget:
+    keys = browser_subscription(endpoint)["keys"]
+    return PushTarget(uuid.uuid4(), endpoint, keys["p256dh"], keys["auth"])
+
+
+def _sender(timeout_s: float) -> WebPushSender:
+    vapid = VapidAuthorizations(generate_private_key(), "mailto:ops@example.com")
+    return WebPushSender(vapid, timeout_s=timeout_s)
+
+
+async def test_a_trickling_push_service_is_cut_at_the_total_deadline() -> None:
+    async def one_byte_a_second(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(100):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(1.0)
+
+    async with misbehaving_push_service(one_byte_a_second) as endpoint:
+        sender = _sender(timeout_s=2.0)
+        started = asyncio.get_running_loop().time()
+        try:
+            with pytest.raises(TransientError) as cut:
+                await sender.send(_browser_target(endpoint), b"{}", ttl_s=60)
+        finally:
+            await sender.aclose()
+        took = asyncio.get_running_loop().time() - started
+
+    assert cut.value.reason == "push_timeout"
+    assert 1.9 <= took < 3.0  # each byte came within httpx's read timeout; the total is 2 s
+
+
+async def test_a_huge_answer_is_read_only_up_to_the_cap() -> None:
+    written: list[int] = []
+
+    async def endless_error_page(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 104857600\r\n\r\n")
+        for _ in range(1600):  # 100 MiB, in 64 KiB pieces, while the client reads
+            writer.write(b"e" * 65536)
+            await writer.drain()
+            written.append(65536)
+
+    async with misbehaving_push_service(endless_error_page) as endpoint:
+        sender = _sender(timeout_s=10.0)
+        try:
+            with pytest.raises(PermanentError) as rejected:
+                await sender.send(_browser_target(endpoint), b"{}", ttl_s=60)
+        finally:
+            await sender.aclose()
+        await asyncio.sleep(0.2)  # the server notices the closed connection
+
+    assert rejected.value.reason == "push_rejected"
+    assert "answered 400: eeee" in str(rejected.value)
+    # the client stopped reading after 4 KiB and closed: the server could not push 100 MiB
+    assert sum(written) < 16 * 1024 * 1024
