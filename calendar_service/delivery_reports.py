@@ -168,7 +168,13 @@ async def bootstrap(
         if pool is None:
             # the inbox batches every claim and record onto two connections; the
             # reports' batches take a third
-            pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=4)
+            pool = await asyncpg.create_pool(
+                settings.asyncpg_dsn,
+                min_size=1,
+                max_size=4,
+                server_settings=settings.db_server_settings,
+                timeout=settings.db_connect_timeout_s,
+            )
             opened.push_async_callback(pool.close)
         yield ConsumerService(build_runtime(settings, engine, pool, metrics_port=metrics_port))
 

@@ -481,7 +481,11 @@ async def bootstrap(
     async with AsyncExitStack() as opened:
         if pool is None:
             pool = await asyncpg.create_pool(
-                settings.asyncpg_dsn, min_size=2, max_size=4, server_settings=MARK_WITHOUT_FSYNC
+                settings.asyncpg_dsn,
+                min_size=2,
+                max_size=4,
+                server_settings={**settings.db_server_settings, **MARK_WITHOUT_FSYNC},
+                timeout=settings.db_connect_timeout_s,
             )
             opened.push_async_callback(pool.close)
         service = RelayService(settings, pool, options=options, broker=broker)
