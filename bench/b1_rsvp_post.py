@@ -155,7 +155,8 @@ async def open_loop_p99(
     api: str, tokens: list[str], events: list[str], rate: float, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Ours at ``rate`` offered open loop for ``--open-loop-seconds``: latency percentiles."""
-    count = int(rate * args.open_loop_seconds)
+    rate = round(rate, 1)  # as the load worker reads it: it asks for int(rate * seconds)
+    count = int(rate * args.open_loop_seconds) + 1
     attendees = [
         {"user": str(n), "token": random.choice(tokens), "event_id": random.choice(events)}
         for n in range(count)
@@ -164,8 +165,13 @@ async def open_loop_p99(
     plan.write_text(json.dumps(attendees))
     command = ["-m", "bench.b2_load", "--api", api, "--rate", f"{rate:.1f}"]
     command += ["--seconds", str(args.open_loop_seconds), "--attendees", str(plan)]
-    async with harness.process([*command, "--out", str(out)]) as load:
-        await harness.next_line(load)
+    log = args.workdir / "open_loop.log"
+    async with harness.process([*command, "--out", str(out)], log=log) as load:
+        try:
+            await harness.next_line(load)
+        except RuntimeError:
+            print(log.read_text()[-3000:], file=sys.stderr)
+            raise
     answers = [json.loads(line) for line in out.read_text().splitlines()]
     failed = sum(1 for a in answers if not 200 <= a["status"] < 300)
     return {"rate_per_s": round(rate, 1), "failed": failed} | percentiles(
