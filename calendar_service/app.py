@@ -33,9 +33,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         container = await bootstrap(settings)
         app.state.container = container
+        private_metrics = None
+        if not settings.metrics_public:
+            private_metrics = health.private_metrics_server(settings.metrics_port)
+            await private_metrics.start()
         try:
             yield
         finally:
+            if private_metrics is not None:
+                await private_metrics.close()
             await container.aclose()
 
     # /docs and /redoc load Swagger UI and ReDoc from the package, not a CDN,

@@ -32,6 +32,9 @@ class Settings(ServiceSettings):
     #: The address the API binds: loopback for a local run; 0.0.0.0 in a container.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    #: ``/metrics`` on the public port; false serves it only on ``METRICS_PORT``
+    #: (default 9100), a port the load balancer does not forward.
+    metrics_public: bool = True
     #: The broker account of the admin API's dead-letter operations; unset, it
     #: is the ``RABBITMQ_MANAGEMENT_URL`` account (``ops``) on ``AMQP_URL``'s broker.
     admin_amqp_url: str | None = None

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import text
 
 from calendar_service.api.deps import ContainerDep
+from shared.messaging.health import HealthServer
 
 router = APIRouter(tags=["ops"])
 
@@ -73,6 +74,22 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
+#: Where the API serves its metrics when ``METRICS_PUBLIC=false`` and no port is set.
+PRIVATE_METRICS_PORT = 9100
+
+
 @router.get("/metrics")
-async def metrics() -> Response:
+async def metrics(container: ContainerDep) -> Response:
+    if not container.settings.metrics_public:
+        # the answer of any unknown path: the public port does not say it has metrics
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def private_metrics_server(port: int | None) -> HealthServer:
+    """``/metrics`` (and liveness) on a port of its own, off the public one."""
+    return HealthServer(
+        ready=lambda: True,
+        metrics=generate_latest,
+        port=PRIVATE_METRICS_PORT if port is None else port,
+    )
