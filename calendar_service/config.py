@@ -32,6 +32,11 @@ class Settings(ServiceSettings):
     #: The address the API binds: loopback for a local run; 0.0.0.0 in a container.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    #: How long an Idempotency-Key is remembered ("24h"; units s, m, h, d).
+    idempotency_key_retention: int = Field(default=24 * 3600, gt=0)
+    #: How long consumers remember handled messages (inbox) and the devices a push
+    #: reached: at least as long as a dead letter may be replayed ("30d").
+    inbox_retention: int = Field(default=30 * 86400, gt=0)
     #: ``/metrics`` on the public port; false serves it only on ``METRICS_PORT``
     #: (default 9100), a port the load balancer does not forward.
     metrics_public: bool = True
@@ -92,6 +97,11 @@ class Settings(ServiceSettings):
     def _limit_must_parse(cls, value: str) -> str:
         parse_limit(value)
         return value
+
+    @field_validator("idempotency_key_retention", "inbox_retention", mode="before")
+    @classmethod
+    def _parse_retention(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("reminder_offsets", mode="before")
     @classmethod

@@ -24,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -41,6 +42,7 @@ from calendar_service.commands import COMMAND_NAMESPACE, attendee, commands_for,
 from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
 from calendar_service.db.uow import UnitOfWork
+from calendar_service.retention import keep_pruning
 from shared.schemas import Envelope, NotificationCommand
 from shared.service.backoff import Backoff
 from shared.service.listener import keep_listening
@@ -266,13 +268,22 @@ class SchedulerService:
     of :meth:`run`, which ends the process.
     """
 
-    def __init__(self, scheduler: Scheduler, dsn: str) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        dsn: str,
+        *,
+        pruning: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self._dsn = dsn
+        self._pruning = pruning
         self._listening: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     def ready(self) -> bool:
-        return self._listening is not None and not self._listening.done()
+        listening = self._listening is not None and not self._listening.done()
+        return listening and (self._pruner is None or not self._pruner.done())
 
     def metrics(self) -> bytes:
         return self.scheduler.metrics.exposition()
@@ -281,11 +292,15 @@ class SchedulerService:
         self._listening = asyncio.create_task(
             keep_listening(self._dsn, "scheduler", self.scheduler.wake, stop)
         )
+        if self._pruning is not None:
+            self._pruner = asyncio.create_task(self._pruning(stop))
+        background = {t for t in (self._listening, self._pruner) if t is not None}
         try:
             await self.scheduler.run(stop)
         finally:
-            self._listening.cancel()
-            await asyncio.wait({self._listening})
+            for task in background:
+                task.cancel()
+            await asyncio.wait(background)
 
 
 @asynccontextmanager
@@ -305,7 +320,13 @@ async def bootstrap(
             clock=clock,
         )
         log.info("scheduler running (reminders at %s s before start)", settings.reminder_offsets)
-        yield SchedulerService(scheduler, settings.asyncpg_dsn)
+        pruning = partial(
+            keep_pruning,
+            engine,
+            idempotency_key_retention_s=settings.idempotency_key_retention,
+            inbox_retention_s=settings.inbox_retention,
+        )
+        yield SchedulerService(scheduler, settings.asyncpg_dsn, pruning=pruning)
 
 
 def main() -> None:
