@@ -18,11 +18,26 @@ import aio_pika
 from aio_pika.abc import AbstractMessage, HeadersType
 from pamqp.common import FieldValue
 
-from shared.schemas import Envelope
+from shared.schemas import Envelope, InvalidMessage, parse_message
 
 ATTEMPTS_HEADER = "x-attempts"
 TRACEPARENT_HEADER = "traceparent"
 CONTENT_TYPE = "application/json"
+
+
+def read_envelope(message: AbstractMessage) -> Envelope[Any]:
+    """The typed envelope of a delivery, or InvalidMessage saying why there is none.
+
+    A content type other than JSON is refused before the body is read: a
+    producer that says its body is something else is not speaking the
+    contract, even when the bytes happen to parse. No content type at all is
+    read as JSON (tools that publish by hand often leave it out).
+    """
+    declared = (message.content_type or CONTENT_TYPE).split(";", 1)[0].strip().lower()
+    if declared != CONTENT_TYPE:
+        raise InvalidMessage(f"content type {message.content_type!r} is not {CONTENT_TYPE}")
+    return parse_message(message.body)
+
 
 # Stored follow-up bodies are read back as loosely as possible: they were
 # valid when written, and only their identity is needed to rebuild properties.

@@ -26,7 +26,12 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared.messaging.acks import Acknowledger
-from shared.messaging.codec import encoded_envelope_to_amqp, log_context, stored_body_to_amqp
+from shared.messaging.codec import (
+    encoded_envelope_to_amqp,
+    log_context,
+    read_envelope,
+    stored_body_to_amqp,
+)
 from shared.messaging.errors import InvalidMessageError, TransientError
 from shared.messaging.failures import FailureRouting
 from shared.messaging.followups import with_followup_ids
@@ -34,7 +39,7 @@ from shared.messaging.inbox import Claim, Inbox
 from shared.messaging.metrics import RuntimeMetrics
 from shared.messaging.publisher import Publisher, publish_routed
 from shared.messaging.subscription import Subscription
-from shared.schemas import Envelope, InvalidMessage, parse_message
+from shared.schemas import Envelope, InvalidMessage
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +103,7 @@ class DeliveryProcessor:
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
-            envelope = parse_message(message.body)
+            envelope = read_envelope(message)
         except InvalidMessage as exc:
             invalid = InvalidMessageError(str(exc))
             await self._failures.dead_letter(message, None, invalid, reason=invalid.reason)

@@ -8,6 +8,7 @@ the process (SIGKILL, a poison message) are in ``test_email_consumer_crashes``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import EMAIL_RSVP_EVENTS, EVENTS_EXCHANGE, RETRY_DELAYS_S
-from shared.schemas import EmailFailed, EmailSent, Envelope, parse_message
+from shared.schemas import EmailFailed, EmailSent, Envelope, RsvpCreated, parse_message
 from tests.support.amqp import channel_as, get_one, publish
 from tests.support.email_consumer import email_settings, publish_as_calendar, running_email_consumer
 from tests.support.messages import rsvp_created
@@ -224,13 +225,37 @@ async def test_after_the_last_attempt_the_message_is_in_the_dlq_with_its_attempt
     assert counted(runtime, "messages_dead_lettered_total", reason="retries_exhausted") == 1
 
 
+def _as_json(message: RsvpCreated, **changes: object) -> bytes:
+    """``message``'s JSON with fields changed (None removes one)."""
+    fields = json.loads(message.model_dump_json())
+    for name, value in changes.items():
+        if value is None:
+            fields.pop(name)
+        else:
+            fields[name] = value
+    return json.dumps(fields).encode()
+
+
 @pytest.mark.parametrize(
-    ("body", "complaint"),
+    ("body", "complaint", "content_type"),
     [
-        (b"<html>not json</html>", "json"),
-        (b'{"type": "rsvp.created", "producer": "tests", "data": {}}', "field required"),
+        (b"<html>not json</html>", "json", None),
+        (b'{"type": "rsvp.created", "producer": "tests", "data": {}}', "field required", None),
+        (_as_json(rsvp_created(), message_id=None), "message_id", None),
+        (_as_json(rsvp_created(), type="rsvp.exploded"), "rsvp.exploded", None),
+        (_as_json(rsvp_created(), schema_version=99), "newer than this consumer", None),
+        (b'{"pad": "' + b"x" * 10_000_000 + b'"}', "discriminator", None),
+        (rsvp_created().model_dump_json().encode(), "content type", "text/plain"),
     ],
-    ids=["non-json", "schema-invalid"],
+    ids=[
+        "non-json",
+        "schema-invalid",
+        "no-message-id",
+        "unknown-type",
+        "future-schema-version",
+        "ten-megabytes",
+        "wrong-content-type",
+    ],
 )
 async def test_an_invalid_body_is_dead_lettered_with_the_reason_and_consuming_goes_on(
     fresh_broker: BrokerEnv,
@@ -238,11 +263,14 @@ async def test_an_invalid_body_is_dead_lettered_with_the_reason_and_consuming_go
     sink: SmtpSink,
     body: bytes,
     complaint: str,
+    content_type: str | None,
 ) -> None:
     good = rsvp_created()
 
     async with channel_as(fresh_broker.amqp_url("calendar")) as calendar:
-        bad_id = await publish(calendar, EVENTS_EXCHANGE, "", body, type="rsvp.created")
+        bad_id = await publish(
+            calendar, EVENTS_EXCHANGE, "", body, type="rsvp.created", content_type=content_type
+        )
     await publish_as_calendar(fresh_broker, good)
     (mail,) = await sink.wait_for(1)
     dead = await dead_letter(fresh_broker)
