@@ -20,6 +20,7 @@ from playwright.async_api import Dialog, Page, async_playwright, expect
 from calendar_service.app import create_app
 from calendar_service.config import Settings
 from shared.messaging.topology import EMAIL_COMMANDS, PUSH_COMMANDS
+from tests.support.api import SUITE_LIMITS
 from tests.support.dlq import archive_dead_letters, dead_letter, drain
 from tests.support.messages import email_send
 from tests.support.ports import free_port
@@ -48,6 +49,8 @@ async def api_server(database_url: str, broker: BrokerEnv) -> AsyncIterator[str]
         admin_amqp_url=broker.amqp_url("ops"),
         admin_emails=frozenset({ADMIN}),
         db_pool_size=3,
+        # the limit counters live in the shared Redis: runs from 127.0.0.1 add up
+        **SUITE_LIMITS,
     )
     port = free_port()
     server = uvicorn.Server(
