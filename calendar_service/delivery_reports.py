@@ -16,7 +16,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from calendar_service.config import Settings
 from calendar_service.db.report_batches import (
@@ -26,7 +25,6 @@ from calendar_service.db.report_batches import (
     record_statuses,
     remove_expired_subscriptions,
 )
-from calendar_service.db.session import create_engine
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import CALENDAR_FOLLOWUPS
@@ -126,13 +124,9 @@ CONCURRENCY = 64
 
 
 def build_runtime(
-    settings: Settings, engine: AsyncEngine, pool: asyncpg.Pool, *, metrics_port: int | None
+    settings: Settings, pool: asyncpg.Pool, *, metrics_port: int | None
 ) -> ConsumerRuntime:
-    """The runtime consuming ``calendar.followups`` into the database of ``pool``.
-
-    ``engine`` is no longer used here (the reports go through ``pool`` on
-    raw asyncpg); it stays for the callers that pass it.
-    """
+    """The runtime consuming ``calendar.followups`` into the database of ``pool``."""
     runtime = ConsumerRuntime(
         "calendar",
         settings.amqp_url,
@@ -156,15 +150,11 @@ def build_runtime(
 async def bootstrap(
     settings: Settings,
     *,
-    engine: AsyncEngine | None = None,
     pool: asyncpg.Pool | None = None,
     metrics_port: int | None = None,
 ) -> AsyncIterator[ConsumerService]:
-    """The consumer, subscribed and ready to run; the engine and pool it built close on exit."""
+    """The consumer, subscribed and ready to run; the pool it built closes on exit."""
     async with AsyncExitStack() as opened:
-        if engine is None:
-            engine = create_engine(settings)
-            opened.push_async_callback(engine.dispose)
         if pool is None:
             # the inbox batches every claim and record onto two connections; the
             # reports' batches take a third
@@ -176,7 +166,7 @@ async def bootstrap(
                 timeout=settings.db_connect_timeout_s,
             )
             opened.push_async_callback(pool.close)
-        yield ConsumerService(build_runtime(settings, engine, pool, metrics_port=metrics_port))
+        yield ConsumerService(build_runtime(settings, pool, metrics_port=metrics_port))
 
 
 def main() -> None:

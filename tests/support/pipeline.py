@@ -21,7 +21,6 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
 from calendar_service.config import Settings
-from calendar_service.db.session import create_engine
 from calendar_service.delivery_reports import build_runtime
 from calendar_service.relay import RelayOptions, bootstrap
 from shared.service.process import serve
@@ -65,14 +64,12 @@ async def running_relay(
 @asynccontextmanager
 async def running_followups(settings: Settings) -> AsyncIterator[None]:
     """The follow-up consumer, recording delivery status until the block ends."""
-    engine = create_engine(settings)
     pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=4)
     try:
-        async with running(build_runtime(settings, engine, pool, metrics_port=None)):
+        async with running(build_runtime(settings, pool, metrics_port=None)):
             yield
     finally:
         await pool.close()
-        await engine.dispose()
 
 
 async def take_all(

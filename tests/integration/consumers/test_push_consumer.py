@@ -20,7 +20,6 @@ import pytest
 from aio_pika.abc import AbstractChannel
 
 from calendar_service.config import Settings as CalendarSettings
-from calendar_service.db.session import create_engine
 from calendar_service.delivery_reports import build_runtime
 from devtools.pushsink import PushSink, SinkSubscription
 from push_consumer.config import Settings
@@ -166,10 +165,9 @@ async def test_a_gone_subscription_is_reported_and_the_calendar_deletes_it(
     user, [kept, gone] = await user_with_subscriptions(client, push_service, 2)
     push_service.answer_next(gone, 410)
     calendar = calendar_settings.model_copy(update={"amqp_url": fresh_broker.amqp_url("calendar")})
-    engine = create_engine(calendar)
     pool = await asyncpg.create_pool(calendar.asyncpg_dsn, min_size=1, max_size=2)
     try:
-        recorder = build_runtime(calendar, engine, pool, metrics_port=None)
+        recorder = build_runtime(calendar, pool, metrics_port=None)
         async with running_push_consumer(settings), running(recorder):
             await publish_as_calendar(fresh_broker, rsvp_of(user))
             [push] = await push_service.wait_for(1)
@@ -180,7 +178,6 @@ async def test_a_gone_subscription_is_reported_and_the_calendar_deletes_it(
                     await asyncio.sleep(0.05)
     finally:
         await pool.close()
-        await engine.dispose()
 
     assert push.subscription_id == kept.id
     [left] = (await client.get(PUSH_SUBSCRIPTIONS, headers=user["headers"])).json()
