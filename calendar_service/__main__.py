@@ -5,12 +5,12 @@ from __future__ import annotations
 import uvicorn
 
 from calendar_service.app import create_app
-from calendar_service.config import Settings
+from calendar_service.config import ApiSettings
 from shared.logs import configure_logging
 
 
 def main() -> None:
-    settings = Settings()
+    settings = ApiSettings()
     configure_logging("api", settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),

@@ -21,13 +21,13 @@ from calendar_service.api import (
 from calendar_service.api.errors import install_error_handlers
 from calendar_service.api.middleware import AnonymousRateLimit, BodySizeLimit, RequestContext
 from calendar_service.bootstrap import bootstrap
-from calendar_service.config import Settings
+from calendar_service.config import ApiSettings, Settings
 
 MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or ApiSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

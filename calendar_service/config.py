@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from calendar_service.ratelimit import parse_limit
+from shared.production import admin_emails_given, development_jwt_secret, development_password
 from shared.settings import ServiceSettings
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in prod
+#: The broker account of the admin API's replays: it may only publish (shared/messaging/topology).
+DEAD_LETTER_ADMIN = "dlq-admin"
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -40,8 +43,9 @@ class Settings(ServiceSettings):
     #: ``/metrics`` on the public port; false serves it only on ``METRICS_PORT``
     #: (default 9100), a port the load balancer does not forward.
     metrics_public: bool = True
-    #: The broker account of the admin API's dead-letter operations; unset, it
-    #: is the ``RABBITMQ_MANAGEMENT_URL`` account (``ops``) on ``AMQP_URL``'s broker.
+    #: The broker account the admin API replays dead letters with; unset, ``dlq-admin``
+    #: (its development password) on ``AMQP_URL``'s broker and vhost. Never ``ops``: the
+    #: internet-facing API holds an account that can only publish replays.
     admin_amqp_url: str | None = None
 
     #: Longest a request waits for a database connection before it is answered
@@ -126,25 +130,33 @@ class Settings(ServiceSettings):
 
     @property
     def dead_letter_amqp_url(self) -> str:
-        """``AMQP_URL`` with the operator's user and password from ``RABBITMQ_MANAGEMENT_URL``."""
+        """``ADMIN_AMQP_URL``, or ``AMQP_URL`` as ``dlq-admin`` (development password)."""
         if self.admin_amqp_url:
             return self.admin_amqp_url
-        operator, broker = urlsplit(self.rabbitmq_management_url), urlsplit(self.amqp_url)
-        credentials = quote(unquote(operator.username or ""), safe="")
-        if operator.password is not None:
-            credentials += ":" + quote(unquote(operator.password), safe="")
-        host = broker.hostname or "127.0.0.1"
-        netloc = f"{credentials}@{host}" + (f":{broker.port}" if broker.port else "")
-        return urlunsplit((broker.scheme, netloc, broker.path, broker.query, ""))
+        return with_credentials(self.amqp_url, DEAD_LETTER_ADMIN, DEAD_LETTER_ADMIN)
 
-    @model_validator(mode="after")
-    def _refuse_dev_secrets_in_production(self) -> Settings:
-        if self.app_env == "prod" and self.jwt_secret == DEV_JWT_SECRET:
-            raise ValueError("JWT_SECRET must be set to a real secret when APP_ENV=prod")
-        if self.app_env == "prod" and self.admin_emails:
-            raise ValueError(
-                "ADMIN_EMAILS must be empty when APP_ENV=prod: anyone registering such an"
-                " address would become admin; grant the role with"
-                " `python -m calendar_service.admin grant EMAIL`"
-            )
-        return self
+    def production_problems(self) -> list[str | None]:
+        return [
+            *super().production_problems(),
+            development_jwt_secret(self.jwt_secret, DEV_JWT_SECRET),
+            admin_emails_given(self.admin_emails),
+        ]
+
+
+class ApiSettings(Settings):
+    """The API process: the calendar's settings plus the broker account of its replays."""
+
+    def production_problems(self) -> list[str | None]:
+        account = development_password("ADMIN_AMQP_URL", self.dead_letter_amqp_url)
+        return [*super().production_problems(), account]
+
+
+def with_credentials(url: str, user: str, password: str | None) -> str:
+    """``url`` (its broker, port and vhost) logging in as ``user``."""
+    parts = urlsplit(url)
+    credentials = quote(unquote(user), safe="")
+    if password is not None:
+        credentials += ":" + quote(unquote(password), safe="")
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{credentials}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))

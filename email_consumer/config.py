@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shared.production import smtp_login_without_tls
 from shared.settings import ServiceSettings
 
 
@@ -25,3 +26,7 @@ class Settings(ServiceSettings):
     #: Messages the broker may push ahead of acks, and handled at once.
     prefetch: int = Field(default=64, ge=1, le=10_000)
     concurrency: int = Field(default=16, ge=1, le=1_000)
+
+    def production_problems(self) -> list[str | None]:
+        login = smtp_login_without_tls(self.smtp_username, self.smtp_starttls)
+        return [*super().production_problems(), login]

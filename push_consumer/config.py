@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from push_consumer.vapid import check_subject, load_private_key
+from shared.production import published_vapid_key
 from shared.settings import ServiceSettings
 
 HOW_TO_MAKE_A_KEY = "generate one with `make vapid-keys` (python -m push_consumer.keys)"
@@ -46,10 +47,7 @@ class Settings(ServiceSettings):
         check_subject(value)
         return value
 
-    @model_validator(mode="after")
-    def _refuse_throwaway_keys_in_production(self) -> Settings:
-        if self.app_env == "prod" and self.vapid_private_key is None:
-            raise ValueError(
-                f"VAPID_PRIVATE_KEY must be set when APP_ENV=prod; {HOW_TO_MAKE_A_KEY}"
-            )
-        return self
+    def production_problems(self) -> list[str | None]:
+        key = self.vapid_private_key
+        scalar = load_private_key(key).private_numbers().private_value if key else None
+        return [*super().production_problems(), published_vapid_key(scalar, HOW_TO_MAKE_A_KEY)]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.production import development_password, refusal
 
 
 class ServiceSettings(BaseSettings):
@@ -48,6 +50,23 @@ class ServiceSettings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+asyncpg://" + value.removeprefix(prefix)
         return value
+
+    def production_problems(self) -> list[str | None]:
+        """What this process would run with that must not reach production (shared.production).
+
+        A service extends the list with the settings it adds; only what the process uses
+        belongs here, so an unused default does not stop it.
+        """
+        return [
+            development_password("DATABASE_URL", self.database_url),
+            development_password("AMQP_URL", self.amqp_url, default_user="guest"),
+        ]
+
+    @model_validator(mode="after")
+    def _refuse_development_values_in_production(self) -> ServiceSettings:
+        if self.app_env == "prod" and (message := refusal(self.production_problems())):
+            raise ValueError(message)
+        return self
 
     @property
     def db_server_settings(self) -> dict[str, str]:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -24,9 +25,10 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from calendar_service.config import Settings, parse_duration
+from calendar_service.config import Settings, parse_duration, with_credentials
 from shared.dlq.archive import ArrivedLetter, archive, prune_settled
 from shared.messaging.topology import dead_letter_queues
+from shared.production import development_password
 from shared.service.backoff import Backoff, sleep_unless_stopped
 from shared.service.broker import connect_broker
 from shared.service.process import run_service, run_until_stopped
@@ -47,6 +49,17 @@ class ArchiverSettings(Settings):
     @classmethod
     def _parse_retention(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @property
+    def archiver_amqp_url(self) -> str:
+        """``AMQP_URL``'s broker and vhost as ``RABBITMQ_MANAGEMENT_URL``'s user (``ops``),
+        the operator account that may read every DLQ."""
+        operator = urlsplit(self.rabbitmq_management_url)
+        return with_credentials(self.amqp_url, operator.username or "", operator.password)
+
+    def production_problems(self) -> list[str | None]:
+        account = development_password("RABBITMQ_MANAGEMENT_URL", self.rabbitmq_management_url)
+        return [*super().production_problems(), account]
 
 
 def arrived(message: AbstractIncomingMessage, queue: str) -> ArrivedLetter:
@@ -167,7 +180,7 @@ class ArchiverService:
 
     async def run(self, stop: asyncio.Event) -> None:
         if self._broker is None:
-            url = self._settings.dead_letter_amqp_url
+            url = self._settings.archiver_amqp_url
             self._broker = await connect_broker(url, "dead-letter-archiver", stop=stop)
             if self._broker is None:
                 return

@@ -22,6 +22,7 @@ from typing import Any
 from shared.messaging.topology import (
     BROKER_USERS,
     EXCHANGES,
+    TOPIC_PERMISSIONS,
     VHOST,
     WORK_QUEUES,
 )
@@ -138,7 +139,16 @@ def build_definitions(vhost: str = VHOST) -> dict[str, Any]:
         "users": users,
         "vhosts": [{"name": vhost, "limits": [], "metadata": {"description": "RSVP pipeline"}}],
         "permissions": permissions,
-        "topic_permissions": [],
+        "topic_permissions": [
+            {
+                "user": topic.user,
+                "vhost": vhost,
+                "exchange": topic.exchange,
+                "write": topic.write,
+                "read": topic.read,
+            }
+            for topic in TOPIC_PERMISSIONS
+        ],
         "parameters": [],
         "global_parameters": [],
         "policies": [],
@@ -152,7 +162,8 @@ def retarget(definitions: dict[str, Any], vhost: str, description: str = "") -> 
     """The same definitions for another vhost (a staging vhost, or a test run's own)."""
     moved: dict[str, Any] = json.loads(json.dumps(definitions))
     moved["vhosts"] = [{"name": vhost, "limits": [], "metadata": {"description": description}}]
-    for section in ("permissions", "queues", "exchanges", "bindings", "policies", "parameters"):
+    sections = ("permissions", "topic_permissions", "queues", "exchanges", "bindings")
+    for section in (*sections, "policies", "parameters"):
         for item in moved.get(section, []):
             item["vhost"] = vhost
     return moved

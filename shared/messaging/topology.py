@@ -259,4 +259,41 @@ BROKER_USERS: tuple[BrokerUser, ...] = (
         write=".*",
         read=r"^.*\.dlq$",
     ),
+    BrokerUser(
+        # the admin API's replays (internet-facing, so not ops): publish a stored dead
+        # letter to its origin queue (default exchange) or its original exchange; reads
+        # nothing, and no management tag (the API never calls the management API)
+        name="dlq-admin",
+        tags=(),
+        configure="^$",
+        write=_alternatives("amq.default", EVENTS_EXCHANGE, COMMANDS_EXCHANGE, FOLLOWUPS_EXCHANGE),
+        read="^$",
+    ),
 )
+
+
+@dataclass(frozen=True)
+class TopicPermission:
+    """Which routing keys a user may publish to a topic exchange (RabbitMQ topic authorisation).
+
+    ``write`` also needs the user's ordinary write permission on the exchange;
+    ``read`` governs binding to it, which no service does.
+    """
+
+    user: str
+    exchange: str
+    write: str
+    read: str = "^$"
+
+
+def _followups_of(publisher: str) -> TopicPermission:
+    """A consumer may report only its own outcomes: email cannot publish ``push.*``."""
+    keys = sorted(
+        route.routing_key
+        for route in ROUTES.values()
+        if route.exchange == FOLLOWUPS_EXCHANGE and route.publisher == publisher
+    )
+    return TopicPermission(publisher, FOLLOWUPS_EXCHANGE, write=_alternatives(*keys))
+
+
+TOPIC_PERMISSIONS: tuple[TopicPermission, ...] = (_followups_of("email"), _followups_of("push"))

@@ -19,7 +19,7 @@ def calendar_settings(database_url: str, broker: BrokerEnv) -> Settings:
         app_env="test",
         database_url=database_url,
         amqp_url=broker.amqp_url("calendar"),
-        admin_amqp_url=broker.amqp_url("ops"),
+        admin_amqp_url=broker.amqp_url("dlq-admin"),
         admin_emails=frozenset({"admin@example.com"}),
         db_pool_size=5,
         **SUITE_LIMITS,

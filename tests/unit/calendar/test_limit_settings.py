@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from calendar_service.config import Settings
 
 REAL_SECRET = "a-real-production-secret-of-forty-chars!"
+REAL_BROKER = "amqp://calendar:a-real-password@rabbit/rsvp"
 
 
 def test_admin_emails_are_refused_in_prod_with_the_way_to_grant() -> None:
@@ -16,7 +17,8 @@ def test_admin_emails_are_refused_in_prod_with_the_way_to_grant() -> None:
 
 
 def test_prod_starts_without_admin_emails() -> None:
-    assert Settings(app_env="prod", jwt_secret=REAL_SECRET).admin_emails == frozenset()
+    production = Settings(app_env="prod", jwt_secret=REAL_SECRET, amqp_url=REAL_BROKER)
+    assert production.admin_emails == frozenset()
 
 
 def test_admin_emails_make_admins_in_dev_and_test() -> None:

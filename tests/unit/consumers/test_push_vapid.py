@@ -131,4 +131,7 @@ def test_production_refuses_to_run_on_a_throw_away_key() -> None:
         Settings(app_env="prod", vapid_private_key=None)
 
     key = private_key_text(generate_private_key())
-    assert Settings(app_env="prod", vapid_private_key=key).vapid_private_key == key
+    production = Settings(
+        app_env="prod", vapid_private_key=key, amqp_url="amqp://push:a-real-one@rabbit/rsvp"
+    )
+    assert production.vapid_private_key == key
