@@ -14,7 +14,11 @@ on its own, the others are stopped too, and the exit code says so.
 
 Every process gets this environment. A variable named ``<PROCESS>__<NAME>``
 (for example ``EMAIL__AMQP_URL``) is passed to that process alone as
-``<NAME>``: each service connects to the broker as its own user.
+``<NAME>``: each service connects to the broker as its own user. Each one
+that uses PostgreSQL logs in as its own role (migration 0011: ``rsvp_api``,
+``rsvp_relay`` …, development password = name) on ``DATABASE_URL``'s server
+and database, unless ``<PROCESS>__DATABASE_URL`` says otherwise;
+``DATABASE_URL`` itself stays the owner's, the account ``make migrate`` uses.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
+from calendar_service.config import with_credentials
+from shared.settings import ServiceSettings
+
 GRACE_S = 20.0
 COLOURS = ("36", "32", "33", "35", "34", "31", "96")
 
@@ -37,26 +44,27 @@ class Process:
     name: str
     module: str
     env: dict[str, str] = field(default_factory=dict)
+    #: The PostgreSQL role it logs in as (None: it uses no database).
+    role: str | None = None
     handle: asyncio.subprocess.Process | None = None
 
 
 def plan(metrics_base: int, smtp_external: bool) -> list[Process]:
+    def port(offset: int) -> dict[str, str]:
+        return {"METRICS_PORT": str(metrics_base + offset)}
+
     processes = [
-        Process("api", "calendar_service"),
-        Process("relay", "calendar_service.relay", {"METRICS_PORT": str(metrics_base + 1)}),
-        Process(
-            "reports", "calendar_service.delivery_reports", {"METRICS_PORT": str(metrics_base + 2)}
-        ),
-        Process("scheduler", "calendar_service.scheduler", {"METRICS_PORT": str(metrics_base + 5)}),
-        Process(
-            "deadletters", "calendar_service.deadletters", {"METRICS_PORT": str(metrics_base + 6)}
-        ),
+        Process("api", "calendar_service", role="rsvp_api"),
+        Process("relay", "calendar_service.relay", port(1), "rsvp_relay"),
+        Process("reports", "calendar_service.delivery_reports", port(2), "rsvp_reports"),
+        Process("scheduler", "calendar_service.scheduler", port(5), "rsvp_scheduler"),
+        Process("deadletters", "calendar_service.deadletters", port(6), "rsvp_archiver"),
     ]
     for offset, (name, package) in enumerate(
         (("email", "email_consumer"), ("push", "push_consumer")), start=3
     ):
         if importlib.util.find_spec(f"{package}.__main__") is not None:
-            processes.append(Process(name, package, {"METRICS_PORT": str(metrics_base + offset)}))
+            processes.append(Process(name, package, port(offset), f"rsvp_{name}"))
     processes.insert(0, Process("pushsink", "devtools.pushsink"))
     if not smtp_external:
         processes.insert(0, Process("mail", "devtools.mailsink"))
@@ -75,6 +83,9 @@ def environment_for(process: Process, base: dict[str, str]) -> dict[str, str]:
     prefix = f"{process.name.upper()}__"
     own = {k.removeprefix(prefix): v for k, v in base.items() if k.startswith(prefix)}
     shared = {k: v for k, v in base.items() if "__" not in k or k.startswith("_")}
+    if process.role is not None:
+        owner = shared.get("DATABASE_URL", ServiceSettings.model_fields["database_url"].default)
+        shared["DATABASE_URL"] = with_credentials(owner, process.role, process.role)
     return {**shared, **process.env, **own}
 
 

@@ -87,11 +87,13 @@ async def system(
         ("API", "calendar"),
         ("RELAY", "calendar"),
         ("REPORTS", "calendar"),
+        ("SCHEDULER", "calendar"),
+        ("DEADLETTERS", "calendar"),  # reads the DLQs as ops, on this vhost
         ("EMAIL", "email"),
         ("PUSH", "push"),
     ):
         env[f"{process}__AMQP_URL"] = broker.amqp_url(user)
-    env["API__ADMIN_AMQP_URL"] = broker.amqp_url("ops")
+    env["API__ADMIN_AMQP_URL"] = broker.amqp_url("dlq-admin")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

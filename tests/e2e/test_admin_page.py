@@ -24,7 +24,7 @@ from tests.support.api import SUITE_LIMITS
 from tests.support.dlq import archive_dead_letters, dead_letter, drain
 from tests.support.messages import email_send
 from tests.support.ports import free_port
-from tests.support.services import BrokerEnv
+from tests.support.services import BrokerEnv, as_role
 
 pytestmark = pytest.mark.e2e
 
@@ -44,9 +44,9 @@ expect.set_options(timeout=UI_TIMEOUT_MS)
 async def api_server(database_url: str, broker: BrokerEnv) -> AsyncIterator[str]:
     settings = Settings(
         app_env="test",
-        database_url=database_url,
+        database_url=as_role(database_url, "rsvp_api"),  # the API's own role, as in production
         amqp_url=broker.amqp_url("calendar"),
-        admin_amqp_url=broker.amqp_url("ops"),
+        admin_amqp_url=broker.amqp_url("dlq-admin"),
         admin_emails=frozenset({ADMIN}),
         db_pool_size=3,
         # the limit counters live in the shared Redis: runs from 127.0.0.1 add up

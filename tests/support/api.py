@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from calendar_service.app import create_app
 from calendar_service.config import Settings
 from calendar_service.security import TokenIssuer
+from tests.support.services import as_role
 
 #: Limits roomy enough for a suite that registers hundreds of users from one
 #: client address; tests/integration/api/test_limits.py checks the real defaults.
@@ -30,9 +31,14 @@ SUITE_LIMITS: dict[str, str] = {
 }
 
 
+def as_the_api(settings: Settings) -> Settings:
+    """``settings`` with the API's own database role (migration 0011), as it runs in production."""
+    return settings.model_copy(update={"database_url": as_role(settings.database_url, "rsvp_api")})
+
+
 @asynccontextmanager
 async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
+    app = create_app(as_the_api(settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
@@ -83,7 +89,7 @@ async def api_client_answering_errors(settings: Settings) -> AsyncIterator[httpx
     `api_client` raises app errors into the test, which is what a failing test
     wants; a sweep asserting `status < 500` over many inputs wants the status.
     """
-    app = create_app(settings)
+    app = create_app(as_the_api(settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:

@@ -22,7 +22,7 @@ from shared.messaging.topology import (
 from shared.schemas import Envelope
 from tests.support.amqp import channel_as
 from tests.support.polling import until
-from tests.support.services import BrokerEnv
+from tests.support.services import BrokerEnv, as_role
 
 #: Publishes in flight while filling: enough to fill 10,000 in a couple of seconds.
 FILL_WINDOW = 500
@@ -112,9 +112,9 @@ def archiver_settings(broker: BrokerEnv, database_url: str, **overrides: Any) ->
     """The archiver's settings for this vhost and database (as ``ops``, like the real one)."""
     values: dict[str, Any] = {
         "app_env": "test",
-        "database_url": database_url,
+        "database_url": as_role(database_url, "rsvp_archiver"),
+        # it reads the DLQs as RABBITMQ_MANAGEMENT_URL's user (ops) on this vhost
         "amqp_url": broker.amqp_url("calendar"),
-        "admin_amqp_url": broker.amqp_url("ops"),
         "metrics_port": None,
         **overrides,
     }

@@ -24,7 +24,7 @@ from shared.messaging.runtime import ConsumerRuntime
 from tests.support.amqp import publish_as_calendar
 from tests.support.processes import python_module
 from tests.support.runtime import running
-from tests.support.services import BrokerEnv
+from tests.support.services import BrokerEnv, as_role
 from tests.support.smtp import SmtpSink
 
 
@@ -34,7 +34,7 @@ def email_settings(
     """The consumer's settings for this test's vhost, database and SMTP sink."""
     values: dict[str, Any] = {
         "app_env": "test",
-        "database_url": database_url,
+        "database_url": as_role(database_url, "rsvp_email"),
         "amqp_url": broker.amqp_url("email"),
         "smtp_host": sink.host,
         "smtp_port": sink.port,

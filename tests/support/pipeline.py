@@ -27,7 +27,7 @@ from shared.service.process import serve
 from tests.support.amqp import channel_as, get_one
 from tests.support.api import SUITE_LIMITS
 from tests.support.runtime import running
-from tests.support.services import BrokerEnv
+from tests.support.services import BrokerEnv, as_role
 
 T = TypeVar("T")
 
@@ -63,8 +63,9 @@ async def running_relay(
 
 @asynccontextmanager
 async def running_followups(settings: Settings) -> AsyncIterator[None]:
-    """The follow-up consumer, recording delivery status until the block ends."""
-    pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=4)
+    """The follow-up consumer, recording delivery status until the block ends (as its role)."""
+    dsn = as_role(settings.asyncpg_dsn, "rsvp_reports")
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     try:
         async with running(build_runtime(settings, pool, metrics_port=None)):
             yield

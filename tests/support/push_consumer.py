@@ -15,14 +15,14 @@ from push_consumer.bootstrap import bootstrap
 from push_consumer.config import Settings
 from shared.messaging.runtime import ConsumerRuntime
 from tests.support.runtime import running
-from tests.support.services import BrokerEnv
+from tests.support.services import BrokerEnv, as_role
 
 
 def push_settings(broker: BrokerEnv, database_url: str, **overrides: Any) -> Settings:
     """The consumer's settings for this test's vhost and database (a throw-away VAPID key)."""
     values: dict[str, Any] = {
         "app_env": "test",
-        "database_url": database_url,
+        "database_url": as_role(database_url, "rsvp_push"),
         "amqp_url": broker.amqp_url("push"),
         "metrics_port": None,
         "push_timeout_s": 5.0,

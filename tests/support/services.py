@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import asyncpg
 
+from calendar_service.config import with_credentials
 from calendar_service.migrate import upgrade_async
 from devtools.env import EnvSettings, _postgres_dsn
 from shared.management import ManagementClient
@@ -101,6 +102,11 @@ async def drop_database(settings: EnvSettings, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def as_role(database_url: str, role: str) -> str:
+    """The same database as one service's own role (migration 0011: password = its name)."""
+    return with_credentials(database_url, role, role)
 
 
 @asynccontextmanager

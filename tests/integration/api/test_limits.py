@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from calendar_service.app import create_app
 from calendar_service.config import Settings
 from calendar_service.ratelimit import Admission
-from tests.support.api import PASSWORD, create_event, random_email, register
+from tests.support.api import PASSWORD, as_the_api, create_event, random_email, register
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def _random_ip() -> str:
 @asynccontextmanager
 async def _client(settings: Settings, **limits: str) -> AsyncIterator[httpx.AsyncClient]:
     """The API with ``limits`` over the suite's settings, seen from a fresh client address."""
-    app = create_app(settings.model_copy(update=limits))
+    app = create_app(as_the_api(settings).model_copy(update=limits))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=(_random_ip(), 4321))
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:

@@ -29,7 +29,7 @@ from tests.support.messages import email_send, rsvp_created
 from tests.support.pipeline import take_all
 from tests.support.polling import until
 from tests.support.proxy import CuttableProxy
-from tests.support.services import BrokerEnv
+from tests.support.services import BrokerEnv, as_role
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,10 @@ FAST = RelayOptions(idle_poll_s=0.5)
 
 
 def settings_for(database_url: str, amqp_url: str) -> Settings:
-    return Settings(app_env="test", database_url=database_url, amqp_url=amqp_url)
+    """The relay's settings: its own database role, as in production."""
+    return Settings(
+        app_env="test", database_url=as_role(database_url, "rsvp_relay"), amqp_url=amqp_url
+    )
 
 
 async def test_messages_saved_while_the_broker_was_down_are_all_published_once_it_is_back(

@@ -17,7 +17,7 @@ from shared.service.process import EXIT_DIED, EXIT_STOPPED, supervise
 from tests.support.polling import until
 from tests.support.ports import free_port
 from tests.support.runtime import http_get
-from tests.support.services import BrokerEnv
+from tests.support.services import BrokerEnv, as_role
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,11 @@ class BrokenPool:
 
 
 def settings_for(database_url: str, broker: BrokerEnv) -> Settings:
-    return Settings(app_env="test", database_url=database_url, amqp_url=broker.amqp_url("calendar"))
+    return Settings(
+        app_env="test",
+        database_url=as_role(database_url, "rsvp_relay"),
+        amqp_url=broker.amqp_url("calendar"),
+    )
 
 
 async def test_a_relay_whose_publishing_dies_ends_its_process_with_exit_code_1(

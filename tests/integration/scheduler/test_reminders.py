@@ -31,6 +31,7 @@ from calendar_service.db.uow import UnitOfWork
 from calendar_service.scheduler import Scheduler, SchedulerService
 from tests.support.api import create_event, post_rsvp, register, register_with_issued_token
 from tests.support.polling import until
+from tests.support.services import as_role
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,9 @@ class FakeClock:
 
 @pytest.fixture(scope="module")
 async def engine(calendar_settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(calendar_settings)
+    """The scheduler's engine, as its own database role."""
+    url = as_role(calendar_settings.database_url, "rsvp_scheduler")
+    engine = create_engine(calendar_settings.model_copy(update={"database_url": url}))
     yield engine
     await engine.dispose()
 

@@ -11,6 +11,7 @@ from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
 from calendar_service.retention import prune_expired
 from tests.support.api import random_email
+from tests.support.services import as_role
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,8 @@ async def test_expired_rows_are_pruned_and_fresh_ones_kept(
         await _seed(database, 2 * DAY),
         await _seed(database, 60),
     )
-    engine = create_engine(calendar_settings)
+    url = as_role(calendar_settings.database_url, "rsvp_scheduler")  # the scheduler's role
+    engine = create_engine(calendar_settings.model_copy(update={"database_url": url}))
 
     try:
         removed = await prune_expired(
