@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e \
-        lint fmt schemas browser definitions up down bench vapid-keys clean
+        lint fmt schemas browser definitions up up-prod down bench vapid-keys clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -119,6 +119,10 @@ up: ## run the whole system with docker compose
 	@command -v docker >/dev/null || { echo "docker is not installed: use 'make run' instead"; exit 1; }
 	docker compose up -d --build
 	@echo "API: http://localhost:8000/docs  RabbitMQ UI: http://localhost:15672  Mailpit: http://localhost:8025"
+
+up-prod: ## the whole system with docker compose, APP_ENV=prod, secrets from the environment
+	@command -v docker >/dev/null || { echo "docker is not installed"; exit 1; }
+	docker compose -f compose.yaml -f compose.production.yaml up -d --build
 
 down: ## stop the compose system
 	docker compose down

@@ -57,8 +57,18 @@ CONTRACT_SETTINGS = {
     "DATABASE_URL", "AMQP_URL", "RABBITMQ_MANAGEMENT_URL", "REDIS_URL",
     "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS",
     "MAIL_FROM", "VAPID_PRIVATE_KEY", "VAPID_SUBJECT", "JWT_SECRET", "HOST", "PORT",
-    "ADMIN_EMAILS", "APP_ENV", "METRICS_PORT", "DEAD_LETTER_RETENTION",
+    "ADMIN_EMAILS", "APP_ENV", "METRICS_PORT", "DEAD_LETTER_RETENTION", "ADMIN_AMQP_URL",
 }  # fmt: skip
+#: The PostgreSQL role each process logs in as (migration 0011 creates and grants them).
+SERVICE_ROLES = {
+    "calendar_service": "rsvp_api",
+    "calendar_service.relay": "rsvp_relay",
+    "calendar_service.delivery_reports": "rsvp_reports",
+    "calendar_service.scheduler": "rsvp_scheduler",
+    "calendar_service.deadletters": "rsvp_archiver",
+    "email_consumer": "rsvp_email",
+    "push_consumer": "rsvp_push",
+}
 #: Not ours but uvicorn's: which peers may set X-Forwarded-For (nginx).
 UVICORN_SETTINGS = {"FORWARDED_ALLOW_IPS"}
 
@@ -110,12 +120,18 @@ def _rabbitmq_password_matches(password: str, password_hash: str) -> bool:
     return hashlib.sha256(salt + password.encode()).digest() == digest
 
 
-def test_compose_file_follows_the_compose_specification() -> None:
+@pytest.mark.parametrize("compose_file", ["compose.yaml", "compose.production.yaml"])
+def test_compose_files_follow_the_compose_specification(compose_file: str) -> None:
     check_jsonschema = Path(sys.executable).parent / "check-jsonschema"
     assert check_jsonschema.exists(), "check-jsonschema is missing: make venv"
 
     result = subprocess.run(
-        [str(check_jsonschema), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+        [
+            str(check_jsonschema),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(ROOT / compose_file),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -216,6 +232,26 @@ def test_each_service_uses_its_own_broker_user(services: dict[str, Any]) -> None
         ), name
 
 
+def test_the_internet_facing_api_holds_no_operator_account(services: dict[str, Any]) -> None:
+    for name in PROCESSES["calendar_service"]:
+        environment = services[name]["environment"]
+        users = {urlsplit(url).username for key, url in environment.items() if key.endswith("_URL")}
+
+        assert "RABBITMQ_MANAGEMENT_URL" not in environment, name
+        assert urlsplit(environment["ADMIN_AMQP_URL"]).username == "dlq-admin", name
+        assert not users & {"ops", "postgres"}, name
+
+
+def test_each_service_logs_in_to_postgresql_as_its_own_role(services: dict[str, Any]) -> None:
+    roles = {name: urlsplit(services[name]["environment"]["DATABASE_URL"]) for name in APP_SERVICES}
+
+    assert roles.pop("migrate").username == "postgres"  # the owner applies the migrations
+    assert {url.username for url in roles.values()} == set(SERVICE_ROLES.values())
+    for name, url in roles.items():
+        assert url.username == SERVICE_ROLES[_module_run_by(services[name]) or ""], name
+        assert (url.hostname, url.port, url.path) == ("postgres", 5432, "/rsvp"), name
+
+
 def test_broker_credentials_match_the_checked_in_definitions(
     services: dict[str, Any], broker_definitions: dict[str, Any]
 ) -> None:
@@ -224,7 +260,7 @@ def test_broker_credentials_match_the_checked_in_definitions(
     urls = {
         services[name]["environment"][setting]
         for name in APP_SERVICES
-        for setting in ("AMQP_URL", "RABBITMQ_MANAGEMENT_URL")
+        for setting in ("AMQP_URL", "RABBITMQ_MANAGEMENT_URL", "ADMIN_AMQP_URL")
         if setting in services[name]["environment"]
     }
 
