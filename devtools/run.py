@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 
 from calendar_service.config import with_credentials
-from shared.settings import ServiceSettings
+from devtools.env import EnvSettings
 
 GRACE_S = 20.0
 COLOURS = ("36", "32", "33", "35", "34", "31", "96")
@@ -84,7 +84,8 @@ def environment_for(process: Process, base: dict[str, str]) -> dict[str, str]:
     own = {k.removeprefix(prefix): v for k, v in base.items() if k.startswith(prefix)}
     shared = {k: v for k, v in base.items() if "__" not in k or k.startswith("_")}
     if process.role is not None:
-        owner = shared.get("DATABASE_URL", ServiceSettings.model_fields["database_url"].default)
+        # the owner's URL as the processes would read it: the environment, else .env
+        owner = shared.get("DATABASE_URL") or EnvSettings().database_url
         shared["DATABASE_URL"] = with_credentials(owner, process.role, process.role)
     return {**shared, **process.env, **own}
 
