@@ -23,6 +23,7 @@ from calendar_service.security import PasswordHashing, TokenIssuer
 from shared.dlq.store import DeadLetterStore
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
+from shared.service.metrics import forget_pool, watch_pool
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Container:
         await self.dead_letters.aclose()
         await self.answers.aclose()
         await self.redis.aclose()
+        forget_pool("orm")
+        forget_pool("answers")
         await self.engine.dispose()
 
 
@@ -101,6 +104,8 @@ async def bootstrap(settings: Settings) -> Container:
             server_settings=settings.db_server_settings,
         ),
     )
+    watch_pool("orm", container.engine)
+    watch_pool("answers", container.answers.pool)
     # readiness reports the broker; RSVPs never wait for it (they go to the outbox)
     container._broker_task = asyncio.create_task(_connect_broker(container))
     return container

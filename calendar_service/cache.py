@@ -18,9 +18,14 @@ import logging
 import uuid
 
 import redis.asyncio as redis
+from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 EVENT_TTL_S = 30
+LOOKUPS = Counter(
+    "cache_lookups_total", "Cache reads: hit, miss, or error (Redis failed)", ["cache", "result"]
+)
+_HIT, _MISS, _ERROR = (LOOKUPS.labels("event", result) for result in ("hit", "miss", "error"))
 
 
 class EventCache:
@@ -39,9 +44,14 @@ class EventCache:
         try:
             value = await self._redis.get(self._key(event_id))
         except redis.RedisError as exc:
+            _ERROR.inc()
             log.warning("cache read failed, reading the database: %r", exc)
             return None
-        return value if isinstance(value, bytes) else None
+        if isinstance(value, bytes):
+            _HIT.inc()
+            return value
+        _MISS.inc()
+        return None
 
     async def put(self, event_id: uuid.UUID, body: bytes) -> None:
         try:

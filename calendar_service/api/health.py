@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from calendar_service.api.deps import ContainerDep
 from shared.messaging.health import HealthServer
+from shared.service.metrics import POOL_REGISTRY
 
 router = APIRouter(tags=["ops"])
 
@@ -78,18 +79,23 @@ async def readyz(container: ContainerDep) -> JSONResponse:
 PRIVATE_METRICS_PORT = 9100
 
 
+def exposition() -> bytes:
+    """The API's own series (and the process's), then its database pools."""
+    return generate_latest() + generate_latest(POOL_REGISTRY)
+
+
 @router.get("/metrics")
 async def metrics(container: ContainerDep) -> Response:
     if not container.settings.metrics_public:
         # the answer of any unknown path: the public port does not say it has metrics
         return JSONResponse({"detail": "Not Found"}, status_code=404)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def private_metrics_server(port: int | None) -> HealthServer:
     """``/metrics`` (and liveness) on a port of its own, off the public one."""
     return HealthServer(
         ready=lambda: True,
-        metrics=generate_latest,
+        metrics=exposition,
         port=PRIVATE_METRICS_PORT if port is None else port,
     )

@@ -92,6 +92,8 @@ async def system(
     ):
         env[f"{process}__AMQP_URL"] = broker.amqp_url(user)
     env["API__ADMIN_AMQP_URL"] = broker.amqp_url("ops")
+    # the archiver reads this run's dead-letter queues, not the dev vhost's
+    env["DEADLETTERS__ADMIN_AMQP_URL"] = broker.amqp_url("ops")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

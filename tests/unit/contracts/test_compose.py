@@ -316,3 +316,45 @@ def test_dockerfile_runs_as_non_root() -> None:
 
     assert user not in {"root", "0"}
     assert re.search(rf"useradd\b.*\b{user}$", dockerfile, flags=re.MULTILINE)
+
+
+def _prometheus_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    return config
+
+
+def test_prometheus_scrapes_every_process_on_its_metrics_port(services: dict[str, Any]) -> None:
+    targets: set[str] = set()
+    for job in _prometheus_config()["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets.update(static["targets"])
+        for dns in job.get("dns_sd_configs", []):
+            targets.update(f"{name}:{dns['port']}" for name in dns["names"])
+
+    expected = {f"{name}:{port}" for name, port in METRICS_PORTS.items()}
+    expected |= {f"{name}:8000" for name in PROCESSES["calendar_service"]}
+    assert expected <= targets
+    assert "rabbitmq:15692" in targets
+    assert {"prometheus", "grafana"} <= services.keys()
+
+
+def test_competing_consumers_are_found_by_dns_so_scaled_replicas_are_scraped() -> None:
+    jobs = {job["job_name"]: job for job in _prometheus_config()["scrape_configs"]}
+
+    for job in ("email", "push"):
+        assert jobs[job]["dns_sd_configs"][0]["type"] == "A", job
+
+
+def test_grafana_provisions_the_dashboard_kept_in_the_repo(services: dict[str, Any]) -> None:
+    volumes = services["grafana"]["volumes"]
+
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in volumes
+    provisioning = ROOT / "deploy/grafana/provisioning"
+    provider = yaml.safe_load((provisioning / "dashboards/rsvp.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/rsvp-pipeline.json").read_text())
+    datasource = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ][0]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
