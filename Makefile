@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e \
-        lint fmt schemas browser definitions up down bench vapid-keys clean
+        lint fmt schemas browser nginx definitions up down bench vapid-keys clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,17 +42,20 @@ migrate: services ## create the database if missing and apply the migrations
 run: broker migrate ## run every process of the system in the foreground (Ctrl-C stops all)
 	@$(PY) -m devtools.run
 
-test: services browser ## run the whole test suite against the local services
+test: services browser nginx ## run the whole test suite against the local services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv ## unit tests only (no services needed)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: services ## integration tests against real servers
+test-integration: services nginx ## integration tests against real servers
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 browser: venv ## Debian's chromium for the admin page's browser test (apt-get when root)
 	@$(PY) -m devtools.env browser
+
+nginx: venv ## Debian's nginx for the load-balancer test (apt-get when root)
+	@$(PY) -m devtools.env nginx
 
 test-e2e: services browser ## end-to-end tests of the running system
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)

@@ -32,6 +32,10 @@ class Settings(ServiceSettings):
     #: The address the API binds: loopback for a local run; 0.0.0.0 in a container.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    #: Peers whose X-Forwarded-For the API believes (uvicorn's ``forwarded_allow_ips``):
+    #: the load balancer's addresses or networks, comma-separated; ``*`` trusts any
+    #: peer (only where nothing but the load balancer can reach the API).
+    forwarded_allow_ips: str = "127.0.0.1"
     #: How long an Idempotency-Key is remembered ("24h"; units s, m, h, d).
     idempotency_key_retention: int = Field(default=24 * 3600, gt=0)
     #: How long consumers remember handled messages (inbox) and the devices a push

@@ -6,6 +6,7 @@
     python -m devtools.env migrate    # create it if missing, then apply migrations
     python -m devtools.env browser    # Debian's chromium for the admin page's browser test
     python -m devtools.env wrk        # Debian's wrk for benchmark B1
+    python -m devtools.env nginx      # Debian's nginx for the load-balancer test
 
 Each missing service is reported on one line saying how to start it; the
 RabbitMQ plugins are enabled here when the broker runs on this machine.
@@ -199,6 +200,7 @@ async def migrate(settings: EnvSettings) -> int:
 
 CHROMIUM = "/usr/bin/chromium"
 WRK = "wrk"
+NGINX = "/usr/sbin/nginx"
 
 
 async def apt_install(package: str, program: str, why: str) -> int:
@@ -233,6 +235,16 @@ async def ensure_wrk(settings: EnvSettings) -> int:
     return await apt_install("wrk", WRK, "benchmark B1")
 
 
+async def ensure_nginx(settings: EnvSettings) -> int:
+    """Debian's nginx, which the load-balancer test runs in front of two API replicas.
+
+    Only the binary is used: the test starts it with the repository's
+    ``deploy/nginx/nginx.conf`` in a directory of its own, never the system's
+    service.
+    """
+    return await apt_install("nginx", NGINX, "the load-balancer test")
+
+
 COMMANDS = {
     "check": check,
     "broker": load_broker_definitions,
@@ -240,6 +252,7 @@ COMMANDS = {
     "migrate": migrate,
     "browser": ensure_browser,
     "wrk": ensure_wrk,
+    "nginx": ensure_nginx,
 }
 
 
