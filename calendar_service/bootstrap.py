@@ -29,6 +29,8 @@ from shared.service.broker import connect_broker
 class Container:
     settings: Settings
     engine: AsyncEngine
+    #: reads that tolerate replication lag (``DATABASE_READ_URL``); else ``engine`` itself
+    read_engine: AsyncEngine
     redis: redis.Redis
     tokens: TokenIssuer
     cache: EventCache
@@ -55,7 +57,13 @@ class Container:
         await self.dead_letters.aclose()
         await self.answers.aclose()
         await self.redis.aclose()
+        if self.has_read_replica:
+            await self.read_engine.dispose()
         await self.engine.dispose()
+
+    @property
+    def has_read_replica(self) -> bool:
+        return self.read_engine is not self.engine
 
 
 async def _connect_broker(container: Container) -> None:
@@ -69,9 +77,19 @@ async def bootstrap(settings: Settings) -> Container:
     client = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
     )
+    engine = create_engine(settings, pool_timeout_s=settings.db_pool_timeout_s)
+    read_engine = engine
+    if settings.database_read_url:
+        read_engine = create_engine(
+            settings,
+            pool_timeout_s=settings.db_pool_timeout_s,
+            url=settings.database_read_url,
+            application_name="calendar_service.reads",
+        )
     container = Container(
         settings=settings,
-        engine=create_engine(settings, pool_timeout_s=settings.db_pool_timeout_s),
+        engine=engine,
+        read_engine=read_engine,
         redis=client,
         tokens=TokenIssuer(settings.jwt_secret, timedelta(seconds=settings.jwt_ttl_seconds)),
         cache=EventCache(client),
