@@ -92,7 +92,7 @@ async def bootstrap(settings: Settings) -> Container:
         read_engine=read_engine,
         redis=client,
         tokens=TokenIssuer(settings.jwt_secret, timedelta(seconds=settings.jwt_ttl_seconds)),
-        cache=EventCache(client),
+        cache=EventCache(client, mark_writes=read_engine is not engine),
         limiter=Limiter(settings.redis_url, connection_pool=client.connection_pool),
         resend_limit=parse_limit(settings.resend_limit),
         announcement_limit=parse_limit(settings.announcement_limit),

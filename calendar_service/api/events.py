@@ -14,6 +14,7 @@ from calendar_service.api.deps import CacheDep, ContainerDep, CurrentUser, UowDe
 from calendar_service.api.fields import PlainText, UtcDateTime
 from calendar_service.api.lagging_reads import LaggingReads, on_replica_or_primary
 from calendar_service.api.pagination import decode_cursor, encode_cursor
+from calendar_service.cache import WRITTEN_LATELY
 from calendar_service.db.uow import UnitOfWork
 from calendar_service.errors import NotFound
 from calendar_service.usecases import events as event_usecases
@@ -143,11 +144,20 @@ async def _event_row(uow: UnitOfWork, event_id: uuid.UUID) -> RowMapping:
 async def get_event(
     event_id: uuid.UUID, reads: LaggingReads, container: ContainerDep, cache: CacheDep
 ) -> Response:
-    """The event page: from the cache, else from the replica (its counts may lag a moment)."""
+    """The event page: from the cache, else from the replica (its counts may lag a moment).
+
+    An event written within the cache's TTL is read from the primary: the
+    replica may not have replayed that write yet (``cache.WRITTEN_LATELY``).
+    """
     cached = await cache.get(event_id)
-    if cached is not None:
+    if cached:
         return Response(cached, media_type="application/json", headers={"x-cache": "hit"})
-    row = await on_replica_or_primary(container, reads, lambda uow: _event_row(uow, event_id))
+    if cached == WRITTEN_LATELY:
+        async with UnitOfWork(container.engine) as primary:
+            row, on_replica = await _event_row(primary, event_id), False
+    else:
+        row = await on_replica_or_primary(container, reads, lambda uow: _event_row(uow, event_id))
+        on_replica = container.has_read_replica
     body = _detail(row).model_dump_json().encode()
-    await cache.put(event_id, body)
+    await cache.put(event_id, body, read_on_replica=on_replica)
     return Response(body, media_type="application/json", headers={"x-cache": "miss"})

@@ -7,6 +7,7 @@ pause, while what a caller must see of its own write still comes back.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ class ReadReplica:
     client: httpx.AsyncClient
     #: a session on the replica, to pause its replay and watch who reads there
     replica: asyncpg.Connection
+    #: a session on the primary, to change a row behind the API's back
+    primary: asyncpg.Connection
 
     async def pause_replay(self) -> None:
         await self.replica.execute("SELECT pg_wal_replay_pause()")
@@ -61,12 +64,14 @@ async def read_replica(broker: BrokerEnv) -> AsyncIterator[ReadReplica]:
         )
         await upgrade_async(settings.database_url)
         replica = await asyncpg.connect(pair.dsn(pair.replica_port, "rsvp"))
+        primary = await asyncpg.connect(pair.dsn(pair.primary_port, "rsvp"))
         try:
             async with api_client(settings) as client:
-                yield ReadReplica(client=client, replica=replica)
+                yield ReadReplica(client=client, replica=replica, primary=primary)
         finally:
             await replica.execute("SELECT pg_wal_replay_resume()")
             await replica.close()
+            await primary.close()
 
 
 async def _create_database(pair: StreamingPair, name: str) -> None:
@@ -89,6 +94,12 @@ async def test_lists_and_event_pages_are_read_on_the_replica(read_replica: ReadR
         listed_during_pause = await _listed(client, during["id"])
         # a page of an event the replica has not replayed yet: the primary's
         fresh_page = await client.get(f"/events/{during['id']}")
+        # a change the API never saw (so no write mark in the cache): the page is the replica's
+        await read_replica.primary.execute(
+            "UPDATE events SET title = 'Renamed on the primary' WHERE id = $1",
+            uuid.UUID(before["id"]),
+        )
+        lagging_page = await client.get(f"/events/{before['id']}")
         readers = await read_replica.replica.fetchval(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE application_name = 'calendar_service.reads' AND datname = 'rsvp'"
@@ -99,6 +110,10 @@ async def test_lists_and_event_pages_are_read_on_the_replica(read_replica: ReadR
     assert not listed_during_pause, "the list came from the paused replica"
     assert fresh_page.status_code == 200, fresh_page.text
     assert fresh_page.json()["title"] == "During the pause"
+    assert (lagging_page.json()["title"], lagging_page.headers["x-cache"]) == (
+        "Before the pause",
+        "miss",
+    )
     assert readers >= 1, "the API's read pool is connected to the replica"
     await until(lambda: _listed(client, during["id"]), what="the event after replay resumed")
 
@@ -117,6 +132,7 @@ async def test_an_rsvp_reads_its_own_write_while_the_replica_lags(
         own = await client.get(f"/rsvps/{answered.json()['id']}", headers=guest["headers"])
         attendees = await client.get(f"/events/{event['id']}/rsvps", headers=organizer["headers"])
         page = await client.get(f"/events/{event['id']}")
+        cached_page = await client.get(f"/events/{event['id']}")
     finally:
         await read_replica.resume_replay()
 
@@ -124,9 +140,14 @@ async def test_an_rsvp_reads_its_own_write_while_the_replica_lags(
     assert own.status_code == 200, own.text
     assert (own.json()["status"], own.json()["guests"]) == ("going", 2)
     assert own.json()["notifications"] == {"email": "pending", "push": "pending"}
-    # what tolerates lag was read on the replica, as it stood before the RSVP
+    # the RSVP list tolerates lag: read on the replica, as it stood before the RSVP
     assert attendees.json()["items"] == []
-    assert page.json()["rsvp_counts"]["going"] == 0
+    # the event page was written lately (the RSVP left its mark in the cache): the primary's
+    assert (page.headers["x-cache"], page.json()["rsvp_counts"]["going"]) == ("miss", 1)
+    assert (cached_page.headers["x-cache"], cached_page.json()["rsvp_counts"]["going"]) == (
+        "hit",
+        1,
+    )
 
 
 async def test_announcement_progress_right_after_posting_it_is_found(
