@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ from tests.support.replicas import (
 )
 from tests.support.services import BrokerEnv
 
-pytestmark = pytest.mark.integration
+# two API processes and nginx start with the first test, 160 RSVPs are sent in the last;
+# a loaded machine makes both slow
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 #: RATE_LIMIT_ANONYMOUS of the replicas: small, to count one client's requests to it.
 #: Per hour, so that a short test never crosses a window's edge.
@@ -246,8 +249,11 @@ async def test_killing_a_replica_mid_load_loses_no_rsvp_and_nginx_stops_using_it
                     # SIGKILL: no drain, RSVPs in flight on it die with it
                     os.killpg(victim.process.pid, signal.SIGKILL)
                     log_length_at_kill.append(len(balanced.nginx.access_log()))
+                    killed_at.append(time.monotonic())
 
+        killed_at: list[float] = []
         await asyncio.gather(*(worker() for _ in range(8)))
+        load_after_kill_s = time.monotonic() - killed_at[0]
 
     assert log_length_at_kill, "the replica was never killed"
     await victim.process.wait()
@@ -267,10 +273,12 @@ async def test_killing_a_replica_mid_load_loses_no_rsvp_and_nginx_stops_using_it
     after_kill = balanced.nginx.access_log()[log_length_at_kill[0] :]
     answers = [r for r in after_kill if "/rsvps" in r.request]
     tried_victim = [r for r in answers if victim.address in r.upstreams]
-    # requests in flight at the kill and the failures that mark it down (max_fails=3)
-    assert len(tried_victim) <= 8 + 3, tried_victim
+    # requests in flight at the kill, the failures that mark it down (max_fails=3), and
+    # one probe per fail_timeout (10 s) that the load outlasted on a slow machine
+    probes = int(load_after_kill_s // 10)
+    assert len(tried_victim) <= 8 + 3 + probes, tried_victim
     assert len(answers) >= 100
-    assert all(r.upstreams == (survivor.address,) for r in answers[-60:])
+    assert len([r for r in answers[30:] if victim.address in r.upstreams]) <= probes
     # a keyed answer that failed on the dead replica was moved to the live one
     assert any(
         r.upstreams == (victim.address, survivor.address) and r.status < 300 for r in tried_victim

@@ -24,7 +24,9 @@ from tests.support.replicas import scratch_directory
 from tests.support.services import BrokerEnv
 from tests.support.streaming_replica import StreamingPair, streaming_pair
 
-pytestmark = pytest.mark.integration
+# initdb, a base backup, two servers and the migrations start with the first test;
+# a loaded machine makes that slow
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 @dataclass
