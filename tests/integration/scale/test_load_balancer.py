@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +197,68 @@ async def test_a_peer_that_is_not_a_configured_proxy_cannot_choose_its_address(
 
     statuses = [a.status_code for a in answers]
     assert statuses == [200] * ANONYMOUS_LIMIT + [429], "counted per peer, not per header"
+
+
+@asynccontextmanager
+async def replica_dying_mid_request() -> AsyncIterator[int]:
+    """A port where a "replica" reads each request whole, then closes without answering."""
+
+    async def take_and_drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        await reader.readexactly(int(length[1]) if length else 0)
+        writer.close()
+
+    server = await asyncio.start_server(take_and_drop, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+async def test_nginx_resends_a_keyed_rsvp_answer_but_no_other_write(balanced: Balanced) -> None:
+    replica = balanced.replicas[0]
+    async with balanced.client() as setup:
+        organizer, guest = await register(setup), await register(setup)
+        event = await create_event(setup, organizer)
+    async with (
+        replica_dying_mid_request() as dying_port,
+        scratch_directory("rsvp-lb-retry-") as directory,
+        nginx_in_front_of([dying_port, replica.port], directory) as nginx,
+        client_from(random_loopback_address(), nginx.url) as client,
+    ):
+        dying = f"127.0.0.1:{dying_port}"
+
+        async def until_it_met_the_dying_replica(send: Any) -> tuple[httpx.Response, Any]:
+            for _ in range(4):
+                headers = traced()
+                response = await send(headers)
+                served = nginx.served(headers["X-Request-ID"])
+                if dying in served.upstreams:
+                    return response, served
+            raise AssertionError("nginx never chose the dying replica")
+
+        keyed, keyed_served = await until_it_met_the_dying_replica(
+            lambda h: client.post(
+                f"/events/{event['id']}/rsvps",
+                json={"status": "going"},
+                headers=guest["headers"] | {"Idempotency-Key": str(uuid.uuid4())} | h,
+            )
+        )
+        other, other_served = await until_it_met_the_dying_replica(
+            lambda h: client.post(
+                "/events",
+                json={"title": "Sent once", "starts_at": event["starts_at"]},
+                headers=organizer["headers"] | h,
+            )
+        )
+
+    # the RSVP answer reached the dying replica, which dropped it: sent again to the live one
+    assert keyed_served.upstreams == (dying, replica.address)
+    assert keyed.status_code == 201, keyed.text
+    # any other write may have been carried out there: the client hears 503, nginx sends no copy
+    assert other_served.upstreams == (dying,)
+    assert other.status_code == 503
+    assert other.json() == {"detail": "Service temporarily unavailable"}
+    assert other.headers["retry-after"] == "5"
 
 
 @dataclass
