@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e \
-        lint fmt schemas browser monitoring definitions up down bench dashboard-snapshot vapid-keys clean
+        lint fmt schemas browser monitoring nginx definitions up down bench dashboard-snapshot vapid-keys clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,13 +42,13 @@ migrate: services ## create the database if missing and apply the migrations
 run: broker migrate ## run every process of the system in the foreground (Ctrl-C stops all)
 	@$(PY) -m devtools.run
 
-test: services browser monitoring ## run the whole test suite against the local services
+test: services browser monitoring nginx ## run the whole test suite against the local services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv ## unit tests only (no services needed)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: services ## integration tests against real servers
+test-integration: services nginx ## integration tests against real servers
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 monitoring: venv ## Debian's prometheus-process-exporter for the dashboard test (apt-get when root)
@@ -56,6 +56,9 @@ monitoring: venv ## Debian's prometheus-process-exporter for the dashboard test 
 
 browser: venv ## Debian's chromium for the admin page's browser test (apt-get when root)
 	@$(PY) -m devtools.env browser
+
+nginx: venv ## Debian's nginx for the load-balancer test (apt-get when root)
+	@$(PY) -m devtools.env nginx
 
 test-e2e: services browser monitoring ## end-to-end tests of the running system
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)

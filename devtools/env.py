@@ -6,6 +6,7 @@
     python -m devtools.env migrate    # create it if missing, then apply migrations
     python -m devtools.env browser    # Debian's chromium for the admin page's browser test
     python -m devtools.env wrk        # Debian's wrk for benchmark B1
+    python -m devtools.env nginx      # Debian's nginx for the load-balancer test
 
 Each missing service is reported on one line saying how to start it; the
 RabbitMQ plugins are enabled here when the broker runs on this machine.
@@ -203,6 +204,7 @@ CHROMIUM = "/usr/bin/chromium"
 WRK = "wrk"
 PROMETHEUS = "prometheus"
 PROCESS_EXPORTER = "prometheus-process-exporter"
+NGINX = "/usr/sbin/nginx"
 
 
 async def apt_install(package: str, program: str, why: str) -> int:
@@ -250,6 +252,16 @@ async def ensure_prometheus(settings: EnvSettings) -> int:
     return await apt_install(PROMETHEUS, PROMETHEUS, "make dashboard-snapshot")
 
 
+async def ensure_nginx(settings: EnvSettings) -> int:
+    """Debian's nginx, which the load-balancer test runs in front of two API replicas.
+
+    Only the binary is used: the test starts it with the repository's
+    ``deploy/nginx/nginx.conf`` in a directory of its own, never the system's
+    service.
+    """
+    return await apt_install("nginx", NGINX, "the load-balancer test")
+
+
 COMMANDS = {
     "check": check,
     "broker": load_broker_definitions,
@@ -259,6 +271,7 @@ COMMANDS = {
     "wrk": ensure_wrk,
     "process-exporter": ensure_process_exporter,
     "prometheus": ensure_prometheus,
+    "nginx": ensure_nginx,
 }
 
 

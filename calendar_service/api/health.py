@@ -5,7 +5,8 @@ With Redis away the API still serves every read and write (the cache and the
 limits fall back), and with the broker away RSVPs still commit to the outbox;
 answering 503 then would make a load balancer pull every replica at once. So
 those two are reported as ``degraded`` in the body (200) and in the
-``dependency_up`` gauge, for alerts, not for routing."""
+``dependency_up`` gauge, for alerts, not for routing. So is the read replica
+(``DATABASE_READ_URL``), whose reads fall back to the primary."""
 
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ async def _database(container: ContainerDep) -> None:
         await connection.execute(text("SELECT 1"))
 
 
+async def _read_replica(container: ContainerDep) -> None:
+    async with container.read_engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
 async def _redis(container: ContainerDep) -> None:
     await container.redis.ping()
 
@@ -54,6 +60,8 @@ async def _broker(container: ContainerDep) -> None:
 @router.get("/readyz")
 async def readyz(container: ContainerDep) -> JSONResponse:
     checks = {"database": _database, "broker": _broker, "redis": _redis}
+    if container.has_read_replica:
+        checks["read_replica"] = _read_replica
     results = await asyncio.gather(
         *(asyncio.wait_for(check(container), timeout=2) for check in checks.values()),
         return_exceptions=True,
