@@ -82,10 +82,10 @@ BENCH_ARGS ?= --messages 10000 --runs 3
 B1_ARGS ?=
 B2_ARGS ?=
 B4_ARGS ?=
-BENCHMARKS := B1 B2 B3 B4 B6 B8 announcement push reports
+BENCHMARKS := B1 B2 B3 B4 B6 B8 announcement push reports reference
 ONLY ?= $(BENCHMARKS)
 .PHONY: $(addprefix bench-,$(BENCHMARKS))
-bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of B1 B2 B3 B4 B6 B8 announcement push reports); results in bench/results/
+bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of $(BENCHMARKS)); results in bench/results/
 	$(PY) -m bench.summary
 
 bench-B1: services
@@ -120,6 +120,16 @@ bench-push: services
 REPORTS_BENCH_ARGS ?= --messages 4000 --runs 3
 bench-reports: services
 	$(PY) -m bench.delivery_reports_cost $(REPORTS_BENCH_ARGS)
+
+# the reference day's mix, rising steps, two API replicas behind nginx (README "Capacity")
+REFERENCE_ARGS ?=
+bench-reference: services nginx
+	$(PY) -m bench.reference_load $(REFERENCE_ARGS)
+
+SNAPSHOT_ARGS ?= --rates 50,100,200,300 --step-seconds 30 --all-steps
+dashboard-snapshot: services nginx ## the reference load with Prometheus scraping; each dashboard panel to bench/results/dashboard/
+	@$(PY) -m devtools.env prometheus
+	$(PY) -m bench.reference_load --prometheus $(SNAPSHOT_ARGS)
 
 up: ## run the whole system with docker compose
 	@command -v docker >/dev/null || { echo "docker is not installed: use 'make run' instead"; exit 1; }
