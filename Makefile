@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e \
-        lint fmt schemas browser definitions up up-prod down bench vapid-keys clean
+        lint fmt schemas browser monitoring nginx definitions up up-prod down bench dashboard-snapshot vapid-keys clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,19 +42,25 @@ migrate: services ## create the database if missing and apply the migrations
 run: broker migrate ## run every process of the system in the foreground (Ctrl-C stops all)
 	@$(PY) -m devtools.run
 
-test: services browser ## run the whole test suite against the local services
+test: services browser monitoring nginx ## run the whole test suite against the local services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv ## unit tests only (no services needed)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: services ## integration tests against real servers
+test-integration: services nginx ## integration tests against real servers
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+monitoring: venv ## Debian's prometheus-process-exporter for the dashboard test (apt-get when root)
+	@$(PY) -m devtools.env process-exporter
 
 browser: venv ## Debian's chromium for the admin page's browser test (apt-get when root)
 	@$(PY) -m devtools.env browser
 
-test-e2e: services browser ## end-to-end tests of the running system
+nginx: venv ## Debian's nginx for the load-balancer test (apt-get when root)
+	@$(PY) -m devtools.env nginx
+
+test-e2e: services browser monitoring ## end-to-end tests of the running system
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: venv ## ruff (lint + format check) and mypy --strict
@@ -76,10 +82,10 @@ BENCH_ARGS ?= --messages 10000 --runs 3
 B1_ARGS ?=
 B2_ARGS ?=
 B4_ARGS ?=
-BENCHMARKS := B1 B2 B3 B4 B6 B8 announcement push reports
+BENCHMARKS := B1 B2 B3 B4 B6 B8 announcement push reports reference
 ONLY ?= $(BENCHMARKS)
 .PHONY: $(addprefix bench-,$(BENCHMARKS))
-bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of B1 B2 B3 B4 B6 B8 announcement push reports); results in bench/results/
+bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of $(BENCHMARKS)); results in bench/results/
 	$(PY) -m bench.summary
 
 bench-B1: services
@@ -114,6 +120,16 @@ bench-push: services
 REPORTS_BENCH_ARGS ?= --messages 4000 --runs 3
 bench-reports: services
 	$(PY) -m bench.delivery_reports_cost $(REPORTS_BENCH_ARGS)
+
+# the reference day's mix, rising steps, two API replicas behind nginx (README "Capacity")
+REFERENCE_ARGS ?=
+bench-reference: services nginx
+	$(PY) -m bench.reference_load $(REFERENCE_ARGS)
+
+SNAPSHOT_ARGS ?= --rates 50,100,200,300 --step-seconds 30 --all-steps
+dashboard-snapshot: services nginx ## the reference load with Prometheus scraping; each dashboard panel to bench/results/dashboard/
+	@$(PY) -m devtools.env prometheus
+	$(PY) -m bench.reference_load --prometheus $(SNAPSHOT_ARGS)
 
 up: ## run the whole system with docker compose
 	@command -v docker >/dev/null || { echo "docker is not installed: use 'make run' instead"; exit 1; }

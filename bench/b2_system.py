@@ -17,7 +17,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,6 +42,8 @@ class System:
     mail: Sink
     push_sink: str
     push_arrivals: Path
+    #: every API replica's own address (``api`` is the first)
+    api_replicas: list[str] = field(default_factory=list)
 
     @property
     def measured(self) -> list[run.Process]:
@@ -75,8 +77,14 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 @asynccontextmanager
 async def running_system(
-    database_url: str, broker: BrokerEnv, workdir: Path
+    database_url: str,
+    broker: BrokerEnv,
+    workdir: Path,
+    *,
+    api_replicas: int = 1,
+    env_extra: dict[str, str] | None = None,
 ) -> AsyncIterator[System]:
+    """The plan, started; with ``api_replicas`` > 1, more API processes on ports of their own."""
     async with AsyncExitStack() as stack:
         mail = await stack.enter_async_context(running_mail_sink())
         push_port, api_port, metrics_base = free_port(), free_port(), free_port_block(8)
@@ -96,7 +104,13 @@ async def running_system(
             "PUSH_SINK_PORT": str(push_port),
             "PUSH_SINK_ARRIVALS": str(arrivals),
         }
+        env.update(env_extra or {})
         processes = run.plan(metrics_base, smtp_external=True)
+        replica_ports = [api_port] + [free_port() for _ in range(api_replicas - 1)]
+        api_at = next(n for n, p in enumerate(processes) if p.name == "api")
+        for number, port in enumerate(replica_ports[1:], start=2):
+            extra = run.Process(f"api{number}", processes[api_at].module, {"PORT": str(port)})
+            processes.insert(api_at + number - 1, extra)
         output: list[asyncio.Task[None]] = []
 
         async def stop_processes() -> None:
@@ -113,8 +127,9 @@ async def running_system(
             mail,
             f"http://127.0.0.1:{push_port}",
             arrivals,
+            [f"http://127.0.0.1:{port}" for port in replica_ports],
         )
-        ready = [f"{system.api}/readyz", f"{system.push_sink}/pushes"]
+        ready = [f"{url}/readyz" for url in system.api_replicas] + [f"{system.push_sink}/pushes"]
         ready += [url.removesuffix("/metrics") + "/readyz" for url in system.metrics_urls()]
         for url in ready:
             system.check_alive()

@@ -21,7 +21,9 @@ def main() -> None:
         log_config=None,
         # configure_logging mutes uvicorn's access logger; this spares building each line too
         access_log=False,
+        # the client address of per-IP limits: X-Forwarded-For, from the load balancer only
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
     )
 

@@ -23,12 +23,15 @@ from calendar_service.security import PasswordHashing, TokenIssuer
 from shared.dlq.store import DeadLetterStore
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
+from shared.service.metrics import forget_pool, watch_pool
 
 
 @dataclass
 class Container:
     settings: Settings
     engine: AsyncEngine
+    #: reads that tolerate replication lag (``DATABASE_READ_URL``); else ``engine`` itself
+    read_engine: AsyncEngine
     redis: redis.Redis
     tokens: TokenIssuer
     cache: EventCache
@@ -55,7 +58,15 @@ class Container:
         await self.dead_letters.aclose()
         await self.answers.aclose()
         await self.redis.aclose()
+        for pool in ("orm", "orm_replica", "answers"):
+            forget_pool(pool)
+        if self.has_read_replica:
+            await self.read_engine.dispose()
         await self.engine.dispose()
+
+    @property
+    def has_read_replica(self) -> bool:
+        return self.read_engine is not self.engine
 
 
 async def _connect_broker(container: Container) -> None:
@@ -69,12 +80,22 @@ async def bootstrap(settings: Settings) -> Container:
     client = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
     )
+    engine = create_engine(settings, pool_timeout_s=settings.db_pool_timeout_s)
+    read_engine = engine
+    if settings.database_read_url:
+        read_engine = create_engine(
+            settings,
+            pool_timeout_s=settings.db_pool_timeout_s,
+            url=settings.database_read_url,
+            application_name="calendar_service.reads",
+        )
     container = Container(
         settings=settings,
-        engine=create_engine(settings, pool_timeout_s=settings.db_pool_timeout_s),
+        engine=engine,
+        read_engine=read_engine,
         redis=client,
         tokens=TokenIssuer(settings.jwt_secret, timedelta(seconds=settings.jwt_ttl_seconds)),
-        cache=EventCache(client),
+        cache=EventCache(client, mark_writes=read_engine is not engine),
         limiter=Limiter(settings.redis_url, connection_pool=client.connection_pool),
         resend_limit=parse_limit(settings.resend_limit),
         announcement_limit=parse_limit(settings.announcement_limit),
@@ -101,6 +122,10 @@ async def bootstrap(settings: Settings) -> Container:
             server_settings=settings.db_server_settings,
         ),
     )
+    watch_pool("orm", container.engine)
+    if container.has_read_replica:
+        watch_pool("orm_replica", container.read_engine)
+    watch_pool("answers", container.answers.pool)
     # readiness reports the broker; RSVPs never wait for it (they go to the outbox)
     container._broker_task = asyncio.create_task(_connect_broker(container))
     return container

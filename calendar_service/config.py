@@ -10,7 +10,7 @@ from pydantic_settings import NoDecode
 
 from calendar_service.ratelimit import parse_limit
 from shared.production import admin_emails_given, development_jwt_secret, development_password
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, with_asyncpg_driver
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in prod
 #: The broker account of the admin API's replays: it may only publish (shared/messaging/topology).
@@ -35,6 +35,13 @@ class Settings(ServiceSettings):
     #: The address the API binds: loopback for a local run; 0.0.0.0 in a container.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    #: Peers whose X-Forwarded-For the API believes (uvicorn's ``forwarded_allow_ips``):
+    #: the load balancer's addresses or networks, comma-separated; ``*`` trusts any
+    #: peer (only where nothing but the load balancer can reach the API).
+    forwarded_allow_ips: str = "127.0.0.1"
+    #: A streaming replica of ``DATABASE_URL`` for the reads that tolerate its lag
+    #: (event pages, lists, announcement counts); unset, every read is the primary's.
+    database_read_url: str | None = None
     #: How long an Idempotency-Key is remembered ("24h"; units s, m, h, d).
     idempotency_key_retention: int = Field(default=24 * 3600, gt=0)
     #: How long consumers remember handled messages (inbox) and the devices a push
@@ -101,6 +108,11 @@ class Settings(ServiceSettings):
     def _limit_must_parse(cls, value: str) -> str:
         parse_limit(value)
         return value
+
+    @field_validator("database_read_url")
+    @classmethod
+    def _read_url_uses_asyncpg(cls, value: str | None) -> str | None:
+        return with_asyncpg_driver(value) if value else None
 
     @field_validator("idempotency_key_retention", "inbox_retention", mode="before")
     @classmethod

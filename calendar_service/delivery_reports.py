@@ -39,6 +39,7 @@ from shared.schemas import (
     PushSubscriptionExpired,
 )
 from shared.service.consumer import ConsumerService
+from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,8 @@ async def bootstrap(
                 timeout=settings.db_connect_timeout_s,
             )
             opened.push_async_callback(pool.close)
+        watch_pool("reports", pool)
+        opened.callback(forget_pool, "reports")
         yield ConsumerService(build_runtime(settings, pool, metrics_port=metrics_port))
 
 

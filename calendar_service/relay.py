@@ -43,6 +43,7 @@ from shared.messaging.publisher import Publisher, PublishNotConfirmed
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
 from shared.service.listener import keep_listening
+from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service, run_until_stopped
 
 log = logging.getLogger(__name__)
@@ -488,6 +489,8 @@ async def bootstrap(
                 timeout=settings.db_connect_timeout_s,
             )
             opened.push_async_callback(pool.close)
+        watch_pool("outbox", pool)
+        opened.callback(forget_pool, "outbox")
         service = RelayService(settings, pool, options=options, broker=broker)
         if broker is None:
             opened.push_async_callback(service.close_broker)

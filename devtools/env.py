@@ -6,6 +6,7 @@
     python -m devtools.env migrate    # create it if missing, then apply migrations
     python -m devtools.env browser    # Debian's chromium for the admin page's browser test
     python -m devtools.env wrk        # Debian's wrk for benchmark B1
+    python -m devtools.env nginx      # Debian's nginx for the load-balancer test
 
 Each missing service is reported on one line saying how to start it; the
 RabbitMQ plugins are enabled here when the broker runs on this machine.
@@ -50,6 +51,8 @@ class EnvSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: An administrator account, for loading definitions and test vhosts.
     rabbitmq_admin_url: str = Field(default="http://guest:guest@127.0.0.1:15672")
+    #: The broker's prometheus plugin, which the dashboard's queue panels read.
+    rabbitmq_prometheus_url: str = "http://127.0.0.1:15692"
 
 
 @dataclass
@@ -199,6 +202,9 @@ async def migrate(settings: EnvSettings) -> int:
 
 CHROMIUM = "/usr/bin/chromium"
 WRK = "wrk"
+PROMETHEUS = "prometheus"
+PROCESS_EXPORTER = "prometheus-process-exporter"
+NGINX = "/usr/sbin/nginx"
 
 
 async def apt_install(package: str, program: str, why: str) -> int:
@@ -233,6 +239,29 @@ async def ensure_wrk(settings: EnvSettings) -> int:
     return await apt_install("wrk", WRK, "benchmark B1")
 
 
+async def ensure_process_exporter(settings: EnvSettings) -> int:
+    """Debian's prometheus-process-exporter: the CPU of PostgreSQL and Redis, which export
+    none of their own, for the dashboard (its test, and `make dashboard-snapshot`)."""
+    return await apt_install(PROCESS_EXPORTER, PROCESS_EXPORTER, "the dashboard's CPU panel")
+
+
+async def ensure_prometheus(settings: EnvSettings) -> int:
+    """Debian's prometheus and process-exporter, which `make dashboard-snapshot` runs."""
+    if await ensure_process_exporter(settings):
+        return 1
+    return await apt_install(PROMETHEUS, PROMETHEUS, "make dashboard-snapshot")
+
+
+async def ensure_nginx(settings: EnvSettings) -> int:
+    """Debian's nginx, which the load-balancer test runs in front of two API replicas.
+
+    Only the binary is used: the test starts it with the repository's
+    ``deploy/nginx/nginx.conf`` in a directory of its own, never the system's
+    service.
+    """
+    return await apt_install("nginx", NGINX, "the load-balancer test")
+
+
 COMMANDS = {
     "check": check,
     "broker": load_broker_definitions,
@@ -240,6 +269,9 @@ COMMANDS = {
     "migrate": migrate,
     "browser": ensure_browser,
     "wrk": ensure_wrk,
+    "process-exporter": ensure_process_exporter,
+    "prometheus": ensure_prometheus,
+    "nginx": ensure_nginx,
 }
 
 

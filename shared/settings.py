@@ -15,6 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.production import development_password, refusal
 
 
+def with_asyncpg_driver(url: str) -> str:
+    """Accept the plain ``postgresql://`` URLs operators write: SQLAlchemy wants the driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return url
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -45,11 +53,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _use_asyncpg_driver(cls, value: str) -> str:
-        """Accept the plain ``postgresql://`` URLs operators write."""
-        for prefix in ("postgresql://", "postgres://"):
-            if value.startswith(prefix):
-                return "postgresql+asyncpg://" + value.removeprefix(prefix)
-        return value
+        return with_asyncpg_driver(value)
 
     def production_problems(self) -> list[str | None]:
         """What this process would run with that must not reach production (shared.production).

@@ -11,11 +11,13 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from calendar_service.api.deps import (
     AnnouncementQuota,
+    ContainerDep,
     CurrentUser,
     UowDep,
     current_correlation_id,
 )
 from calendar_service.api.fields import MultilineText, PlainText
+from calendar_service.api.lagging_reads import LaggingReads, on_replica_or_primary
 from calendar_service.usecases.announcements import announcement_progress, post_announcement
 
 router = APIRouter(prefix="/events/{event_id}/announcements", tags=["announcements"])
@@ -87,11 +89,22 @@ async def announce(
 
 @router.get("/{announcement_id}", response_model=AnnouncementOut)
 async def progress(
-    event_id: uuid.UUID, announcement_id: uuid.UUID, caller: CurrentUser, uow: UowDep
+    event_id: uuid.UUID,
+    announcement_id: uuid.UUID,
+    caller: CurrentUser,
+    reads: LaggingReads,
+    container: ContainerDep,
 ) -> AnnouncementOut:
-    """How far an announcement has got, from the consumers' follow-ups (organizer only)."""
-    row, stored = await announcement_progress(
-        uow, event_id=event_id, announcement_id=announcement_id, caller=caller
+    """How far an announcement has got, from the consumers' follow-ups (organizer only).
+
+    Read from the replica when there is one: counts a moment behind are fine.
+    """
+    row, stored = await on_replica_or_primary(
+        container,
+        reads,
+        lambda uow: announcement_progress(
+            uow, event_id=event_id, announcement_id=announcement_id, caller=caller
+        ),
     )
     counts: dict[Channel, dict[RecipientState, int]] = {
         channel: {

@@ -10,9 +10,12 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import RowMapping
 
-from calendar_service.api.deps import CacheDep, CurrentUser, UowDep
+from calendar_service.api.deps import CacheDep, ContainerDep, CurrentUser, UowDep
 from calendar_service.api.fields import PlainText, UtcDateTime
+from calendar_service.api.lagging_reads import LaggingReads, on_replica_or_primary
 from calendar_service.api.pagination import decode_cursor, encode_cursor
+from calendar_service.cache import WRITTEN_LATELY
+from calendar_service.db.uow import UnitOfWork
 from calendar_service.errors import NotFound
 from calendar_service.usecases import events as event_usecases
 
@@ -119,25 +122,42 @@ async def change_event(
 
 @router.get("", response_model=EventPage)
 async def list_events(
-    uow: UowDep,
+    reads: LaggingReads,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> EventPage:
-    rows = await uow.events.page(limit=limit + 1, after=decode_cursor(cursor))
+    rows = await reads.events.page(limit=limit + 1, after=decode_cursor(cursor))
     items = [EventOut.model_validate(dict(r)) for r in rows[:limit]]
     more = len(rows) > limit
     next_cursor = encode_cursor(items[-1].starts_at, items[-1].id) if more else None
     return EventPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{event_id}", response_model=EventDetail)
-async def get_event(event_id: uuid.UUID, uow: UowDep, cache: CacheDep) -> Response:
-    cached = await cache.get(event_id)
-    if cached is not None:
-        return Response(cached, media_type="application/json", headers={"x-cache": "hit"})
+async def _event_row(uow: UnitOfWork, event_id: uuid.UUID) -> RowMapping:
     row = await uow.events.get(event_id)
     if row is None:
         raise NotFound("event")
+    return row
+
+
+@router.get("/{event_id}", response_model=EventDetail)
+async def get_event(
+    event_id: uuid.UUID, reads: LaggingReads, container: ContainerDep, cache: CacheDep
+) -> Response:
+    """The event page: from the cache, else from the replica (its counts may lag a moment).
+
+    An event written within the cache's TTL is read from the primary: the
+    replica may not have replayed that write yet (``cache.WRITTEN_LATELY``).
+    """
+    cached = await cache.get(event_id)
+    if cached:
+        return Response(cached, media_type="application/json", headers={"x-cache": "hit"})
+    if cached == WRITTEN_LATELY:
+        async with UnitOfWork(container.engine) as primary:
+            row, on_replica = await _event_row(primary, event_id), False
+    else:
+        row = await on_replica_or_primary(container, reads, lambda uow: _event_row(uow, event_id))
+        on_replica = container.has_read_replica
     body = _detail(row).model_dump_json().encode()
-    await cache.put(event_id, body)
+    await cache.put(event_id, body, read_on_replica=on_replica)
     return Response(body, media_type="application/json", headers={"x-cache": "miss"})

@@ -5,7 +5,8 @@ With Redis away the API still serves every read and write (the cache and the
 limits fall back), and with the broker away RSVPs still commit to the outbox;
 answering 503 then would make a load balancer pull every replica at once. So
 those two are reported as ``degraded`` in the body (200) and in the
-``dependency_up`` gauge, for alerts, not for routing."""
+``dependency_up`` gauge, for alerts, not for routing. So is the read replica
+(``DATABASE_READ_URL``), whose reads fall back to the primary."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sqlalchemy import text
 
 from calendar_service.api.deps import ContainerDep
 from shared.messaging.health import HealthServer
+from shared.service.metrics import POOL_REGISTRY
 
 router = APIRouter(tags=["ops"])
 
@@ -40,6 +42,11 @@ async def _database(container: ContainerDep) -> None:
         await connection.execute(text("SELECT 1"))
 
 
+async def _read_replica(container: ContainerDep) -> None:
+    async with container.read_engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
 async def _redis(container: ContainerDep) -> None:
     await container.redis.ping()
 
@@ -53,6 +60,8 @@ async def _broker(container: ContainerDep) -> None:
 @router.get("/readyz")
 async def readyz(container: ContainerDep) -> JSONResponse:
     checks = {"database": _database, "broker": _broker, "redis": _redis}
+    if container.has_read_replica:
+        checks["read_replica"] = _read_replica
     results = await asyncio.gather(
         *(asyncio.wait_for(check(container), timeout=2) for check in checks.values()),
         return_exceptions=True,
@@ -78,18 +87,23 @@ async def readyz(container: ContainerDep) -> JSONResponse:
 PRIVATE_METRICS_PORT = 9100
 
 
+def exposition() -> bytes:
+    """The API's own series (and the process's), then its database pools."""
+    return generate_latest() + generate_latest(POOL_REGISTRY)
+
+
 @router.get("/metrics")
 async def metrics(container: ContainerDep) -> Response:
     if not container.settings.metrics_public:
         # the answer of any unknown path: the public port does not say it has metrics
         return JSONResponse({"detail": "Not Found"}, status_code=404)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def private_metrics_server(port: int | None) -> HealthServer:
     """``/metrics`` (and liveness) on a port of its own, off the public one."""
     return HealthServer(
         ready=lambda: True,
-        metrics=generate_latest,
+        metrics=exposition,
         port=PRIVATE_METRICS_PORT if port is None else port,
     )

@@ -19,6 +19,7 @@ from calendar_service.api.deps import (
     UowDep,
     current_correlation_id,
 )
+from calendar_service.api.lagging_reads import LaggingReads, on_replica_or_primary
 from calendar_service.api.pagination import decode_cursor, encode_cursor
 from calendar_service.domain import Answer
 from calendar_service.usecases.confirmations import resend_confirmation
@@ -120,21 +121,27 @@ async def answer(
 async def list_rsvps(
     event_id: uuid.UUID,
     caller: CurrentUser,
-    uow: UowDep,
+    reads: LaggingReads,
+    container: ContainerDep,
     status_filter: Annotated[
         Literal["going", "maybe", "declined", "cancelled"] | None, Query(alias="status")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RsvpPage:
-    """The organizer's (or an admin's) view of who answered."""
-    rows = await rsvps_of_event(
-        uow,
-        event_id=event_id,
-        caller=caller,
-        status=status_filter,
-        limit=limit + 1,
-        after=decode_cursor(cursor),
+    """The organizer's (or an admin's) view of who answered (from the replica, when set)."""
+    after = decode_cursor(cursor)
+    rows = await on_replica_or_primary(
+        container,
+        reads,
+        lambda uow: rsvps_of_event(
+            uow,
+            event_id=event_id,
+            caller=caller,
+            status=status_filter,
+            limit=limit + 1,
+            after=after,
+        ),
     )
     items = [RsvpListItem.model_validate(dict(r)) for r in rows[:limit]]
     more = len(rows) > limit

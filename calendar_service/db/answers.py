@@ -90,6 +90,7 @@ class RsvpAnswers:
         acquire_timeout_s: float,
     ) -> None:
         self._pool = pool
+        self.pool = pool  #: for the pool gauges only; requests go through answer()
         self._acquire_timeout_s = acquire_timeout_s
         self._size = pool.get_max_size()
         self._in_use = 0

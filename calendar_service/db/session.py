@@ -7,15 +7,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from shared.settings import ServiceSettings
 
 
-def create_engine(settings: ServiceSettings, *, pool_timeout_s: float = 30.0) -> AsyncEngine:
+def create_engine(
+    settings: ServiceSettings,
+    *,
+    pool_timeout_s: float = 30.0,
+    url: str | None = None,
+    application_name: str = "calendar_service",
+) -> AsyncEngine:
     """``pool_timeout_s`` bounds the wait for a connection (the API's is short: §8).
+
+    ``url`` is another server than ``DATABASE_URL``'s (the API's read replica),
+    with the same pool size and deadlines.
 
     Every session gets the statement and lock timeouts of ``settings``
     (``DB_STATEMENT_TIMEOUT_MS``, ``DB_LOCK_TIMEOUT_MS``), so a stuck query or
     a held lock fails a request instead of holding its connection for good.
     """
     return create_async_engine(
-        settings.database_url,
+        url or settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=pool_timeout_s,
@@ -23,8 +32,7 @@ def create_engine(settings: ServiceSettings, *, pool_timeout_s: float = 30.0) ->
         pool_recycle=1800,
         # asyncpg's statement cache makes repeated queries cheap; keep it
         connect_args={
-            "server_settings": {"application_name": "calendar_service"}
-            | settings.db_server_settings,
+            "server_settings": {"application_name": application_name} | settings.db_server_settings,
             "timeout": settings.db_connect_timeout_s,
         },
     )

@@ -31,6 +31,7 @@ from shared.messaging.topology import dead_letter_queues
 from shared.production import development_password
 from shared.service.backoff import Backoff, sleep_unless_stopped
 from shared.service.broker import connect_broker
+from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service, run_until_stopped
 
 log = logging.getLogger(__name__)
@@ -91,19 +92,13 @@ async def _first_of(*events: asyncio.Event) -> None:
 class Archiver:
     """Batches deliveries of every DLQ into the store; acks what was committed."""
 
-    def __init__(self, pool: asyncpg.Pool, *, batch: int, registry: CollectorRegistry) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, batch: int, stored: Counter, duplicates: Counter):
         self._pool = pool
         self._batch = batch
         self._waiting: deque[tuple[str, AbstractIncomingMessage]] = deque()
         self._arrived = asyncio.Event()
-        self.stored = Counter(
-            "dead_letters_archived_total", "Dead letters stored", registry=registry
-        )
-        self.duplicates = Counter(
-            "dead_letters_duplicate_total",
-            "Redelivered dead letters that were stored already",
-            registry=registry,
-        )
+        self.stored = stored
+        self.duplicates = duplicates
 
     @property
     def waiting(self) -> int:
@@ -162,6 +157,15 @@ class ArchiverService:
         self._consuming = False
         self._archiver: Archiver | None = None
         self.registry = CollectorRegistry()
+        # exported from the start, before the broker answers, so dashboards see zeros
+        self._stored = Counter(
+            "dead_letters_archived_total", "Dead letters stored", registry=self.registry
+        )
+        self._duplicates = Counter(
+            "dead_letters_duplicate_total",
+            "Redelivered dead letters that were stored already",
+            registry=self.registry,
+        )
 
     @property
     def waiting(self) -> int:
@@ -185,7 +189,9 @@ class ArchiverService:
             if self._broker is None:
                 return
         batch = self._settings.dead_letter_batch
-        archiver = self._archiver = Archiver(self._pool, batch=batch, registry=self.registry)
+        archiver = self._archiver = Archiver(
+            self._pool, batch=batch, stored=self._stored, duplicates=self._duplicates
+        )
         channel = await self._broker.channel()
         await channel.set_qos(prefetch_count=2 * batch)
         for name in dead_letter_queues():
@@ -229,6 +235,8 @@ async def bootstrap(
         if pool is None:
             pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=3)
             opened.push_async_callback(pool.close)
+        watch_pool("dead_letters", pool)
+        opened.callback(forget_pool, "dead_letters")
         service = ArchiverService(settings, pool, broker)
         if broker is None:
             opened.push_async_callback(service.close_broker)

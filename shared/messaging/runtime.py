@@ -43,6 +43,7 @@ from shared.messaging.subscription import (
 )
 from shared.messaging.topology import WorkQueue
 from shared.service.broker import connect_broker
+from shared.service.metrics import process_metrics
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm
@@ -99,7 +100,9 @@ class ConsumerRuntime:
         self.health: HealthServer | None = None
         if metrics_port is not None:
             self.health = HealthServer(
-                ready=lambda: self.ready, metrics=self.metrics.exposition, port=metrics_port
+                ready=lambda: self.ready,
+                metrics=lambda: self.metrics.exposition() + process_metrics(),
+                port=metrics_port,
             )
 
     def subscribe(

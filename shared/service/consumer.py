@@ -16,6 +16,7 @@ import asyncpg
 
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
+from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_until_stopped
 
 
@@ -55,9 +56,11 @@ async def inbox_pool(settings: ConsumerSettings, *, spare: int) -> AsyncIterator
         server_settings=settings.db_server_settings,
         timeout=settings.db_connect_timeout_s,
     )
+    watch_pool("inbox", pool)
     try:
         yield pool
     finally:
+        forget_pool("inbox")
         await pool.close()
 
 

@@ -30,6 +30,7 @@ import uvloop
 
 from shared.logs import configure_logging
 from shared.messaging.health import HealthServer
+from shared.service.metrics import process_metrics
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ async def serve(
     if metrics_port is not None:
         health = HealthServer(
             ready=lambda: bool(running) and running[0].ready(),
-            metrics=lambda: running[0].metrics() if running else b"",
+            metrics=lambda: (running[0].metrics() if running else b"") + process_metrics(),
             port=metrics_port,
         )
         await health.start()

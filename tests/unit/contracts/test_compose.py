@@ -69,7 +69,7 @@ SERVICE_ROLES = {
     "email_consumer": "rsvp_email",
     "push_consumer": "rsvp_push",
 }
-#: Not ours but uvicorn's: which peers may set X-Forwarded-For (nginx).
+#: The API's own (passed to uvicorn): which peers may set X-Forwarded-For (nginx).
 UVICORN_SETTINGS = {"FORWARDED_ALLOW_IPS"}
 
 
@@ -304,20 +304,63 @@ def test_redis_keeps_nothing_on_disk(services: dict[str, Any]) -> None:
     assert "volumes" not in services["redis"]
 
 
-def test_nginx_balances_both_api_replicas(services: dict[str, Any]) -> None:
+def _nginx_conf(services: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """nginx.conf without comments, and each ``site/`` include's text, as compose mounts them."""
     mounts = _bind_mounts(services["nginx"])
-    conf = (ROOT / mounts["/etc/nginx/nginx.conf"]).read_text()
-    conf = re.sub(r"#.*", "", conf)  # comments may mention anything
+    conf = re.sub(r"#.*", "", (ROOT / mounts["/etc/nginx/nginx.conf"]).read_text())
+    includes = {}
+    for name in re.findall(r"^\s*include\s+(site/[\w.-]+);", conf, flags=re.MULTILINE):
+        text = (ROOT / mounts["/etc/nginx/site"] / name.removeprefix("site/")).read_text()
+        includes[name] = re.sub(r"#.*", "", text)  # comments may mention anything
+    return conf, includes
+
+
+def test_nginx_config_mounts_every_file_it_includes(services: dict[str, Any]) -> None:
+    _, includes = _nginx_conf(services)
+
+    assert set(includes) == {"site/http.conf", "site/replicas.conf", "site/listen.conf"}
+    assert re.search(r"^\s*listen\s+80;", includes["site/listen.conf"], flags=re.MULTILINE)
+
+
+def test_nginx_balances_both_api_replicas(services: dict[str, Any]) -> None:
+    conf, includes = _nginx_conf(services)
     upstream = re.search(r"upstream\s+(\w+)\s*\{([^}]*)\}", conf)
     assert upstream is not None
     name, body = upstream.groups()
-    servers = dict(re.findall(r"^\s*server\s+([\w.-]+):(\d+)", body, flags=re.MULTILINE))
+    assert "include site/replicas.conf;" in body
+    servers = re.findall(
+        r"^\s*server\s+([\w.-]+):(\d+)\s+(.*);", includes["site/replicas.conf"], flags=re.MULTILINE
+    )
 
-    assert set(servers) == PROCESSES["calendar_service"]
-    for replica, port in servers.items():
+    assert {replica for replica, _, _ in servers} == PROCESSES["calendar_service"]
+    for replica, port, options in servers:
         assert services[replica]["environment"]["PORT"] == port
+        # passive health: a replica that keeps failing is left out for a while
+        assert re.search(r"\bmax_fails=\d+", options), options
+        assert re.search(r"\bfail_timeout=\d+s", options), options
     assert re.search(rf"proxy_pass\s+http://{name};", conf)
     assert re.search(r"^\s*keepalive\s+\d+;", body, flags=re.MULTILINE)
+
+
+def test_nginx_resends_no_write_but_a_keyed_rsvp_answer(services: dict[str, Any]) -> None:
+    conf, _ = _nginx_conf(services)
+    retries = re.findall(r"proxy_next_upstream\s+([^;]*);", conf)
+
+    assert sorted(retries) == ["error timeout", "error timeout non_idempotent"]
+    keyed = re.search(r"location\s+@retry_safe_write\s*\{([^}]*)\}", conf)
+    assert keyed is not None
+    assert "non_idempotent" in keyed[1]
+    assert re.search(r'"~\^POST /events/\[\^/\]\+/rsvps 1\$"\s+1;', conf)
+
+
+def test_nginx_sets_the_client_address_the_api_believes(services: dict[str, Any]) -> None:
+    conf, _ = _nginx_conf(services)
+
+    # overwritten with the peer's address, never appended to what the client sent
+    assert re.search(r"proxy_set_header\s+X-Forwarded-For\s+\$remote_addr;", conf)
+    assert "$proxy_add_x_forwarded_for" not in conf
+    for replica in PROCESSES["calendar_service"]:
+        assert services[replica]["environment"]["FORWARDED_ALLOW_IPS"]
 
 
 def test_default_jwt_secret_works_in_dev_and_is_refused_in_prod(
@@ -352,3 +395,45 @@ def test_dockerfile_runs_as_non_root() -> None:
 
     assert user not in {"root", "0"}
     assert re.search(rf"useradd\b.*\b{user}$", dockerfile, flags=re.MULTILINE)
+
+
+def _prometheus_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    return config
+
+
+def test_prometheus_scrapes_every_process_on_its_metrics_port(services: dict[str, Any]) -> None:
+    targets: set[str] = set()
+    for job in _prometheus_config()["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets.update(static["targets"])
+        for dns in job.get("dns_sd_configs", []):
+            targets.update(f"{name}:{dns['port']}" for name in dns["names"])
+
+    expected = {f"{name}:{port}" for name, port in METRICS_PORTS.items()}
+    expected |= {f"{name}:8000" for name in PROCESSES["calendar_service"]}
+    assert expected <= targets
+    assert "rabbitmq:15692" in targets
+    assert {"prometheus", "grafana"} <= services.keys()
+
+
+def test_competing_consumers_are_found_by_dns_so_scaled_replicas_are_scraped() -> None:
+    jobs = {job["job_name"]: job for job in _prometheus_config()["scrape_configs"]}
+
+    for job in ("email", "push"):
+        assert jobs[job]["dns_sd_configs"][0]["type"] == "A", job
+
+
+def test_grafana_provisions_the_dashboard_kept_in_the_repo(services: dict[str, Any]) -> None:
+    volumes = services["grafana"]["volumes"]
+
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in volumes
+    provisioning = ROOT / "deploy/grafana/provisioning"
+    provider = yaml.safe_load((provisioning / "dashboards/rsvp.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/rsvp-pipeline.json").read_text())
+    datasource = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ][0]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
