@@ -103,7 +103,10 @@ $$
 #: unlocks (their records committed before this call was sent), then every
 #: lock, then one look-up whose snapshot is taken after all of them are held,
 #: so the 0006 race stays closed. Rows come back in the order of ``p_ids``.
-#: Migration 0007 creates it in production.
+#: Each id is a ``LATERAL ... LIMIT 1`` probe of the primary key: as a join,
+#: the planner hashed the ids and scanned the whole table whenever it had not
+#: analyzed it yet, and the function kept that plan. Migration 0011 creates
+#: it in production.
 INBOX_CLAIM_MANY_FUNCTION = """
 CREATE OR REPLACE FUNCTION consumer_inbox_claim_many(
     p_release_consumers text[], p_release_ids uuid[], p_consumers text[], p_ids uuid[]
@@ -120,9 +123,13 @@ BEGIN
     ), '{}') INTO v_locked
     FROM unnest(p_consumers, p_ids) WITH ORDINALITY AS w(c, m, n);
     RETURN QUERY
-    SELECT v_locked[w.n::int], i.message_id IS NOT NULL, i.followups
+    SELECT v_locked[w.n::int], i.found IS NOT NULL, i.followups
     FROM unnest(p_consumers, p_ids) WITH ORDINALITY AS w(c, m, n)
-    LEFT JOIN consumer_inbox i ON i.consumer = w.c AND i.message_id = w.m
+    LEFT JOIN LATERAL (
+        SELECT true AS found, x.followups FROM consumer_inbox x
+        WHERE x.consumer = w.c AND x.message_id = w.m
+        LIMIT 1
+    ) i ON true
     ORDER BY w.n;
 END
 $$
@@ -162,10 +169,18 @@ class PostgresInbox:
     records and releases of all messages in flight go out in batches on two
     connections (see :mod:`shared.messaging.inbox_session`); the pool needs
     two for them, plus whatever else uses it.
+
+    ``claims=False`` is for handlers whose every effect is idempotent by
+    itself (a row set by "never regress" rules, a delete) and who publish
+    nothing: running one twice changes nothing, so a claim's lock and
+    look-up would buy nothing but a round trip. Such an inbox claims every
+    message as new and only records it; the pool then never holds an
+    advisory lock, so it may skip asyncpg's reset.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, claims: bool = True) -> None:
         self._pool = pool
+        self._claims = claims
         self._session = InboxSession(pool)
         self._held: set[Key] = set()  # session locks stack: a second copy here must not
 
@@ -177,6 +192,9 @@ class PostgresInbox:
     @asynccontextmanager
     async def claim(self, consumer: str, message_id: UUID) -> AsyncIterator[Claim]:
         key = (consumer, message_id)
+        if not self._claims:
+            yield _PostgresClaim(self._session, key, followups=None, busy=False)
+            return
         if key in self._held:  # another copy is being handled in this process
             yield _PostgresClaim(None, key, followups=None, busy=True)
             return
