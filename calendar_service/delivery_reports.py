@@ -22,6 +22,7 @@ from calendar_service.db.report_batches import (
     AnnouncementReport,
     StatusReport,
     record_announcement_deliveries,
+    record_handled,
     record_statuses,
     remove_expired_subscriptions,
 )
@@ -64,6 +65,9 @@ async def record_deliveries(
 ) -> list[Sequence[Envelope[Any]]]:
     """Apply the follow-ups that arrived together, in one transaction; publishes nothing further.
 
+    The same transaction records them in the consumer's inbox: a message is
+    on record exactly when its report was applied.
+
     A confirmation moves the RSVP's delivery status, an announcement its
     recipient's row (the announcement's progress counts), an expired
     subscription is deleted; a reminder has no status to show and is only
@@ -80,11 +84,19 @@ async def record_deliveries(
                 statuses.append((applied, message))
             else:
                 announced.append((applied, message))
+    # the inbox records of the batch go with the statuses, or alone when there are none
+    handled = (INBOX_CONSUMER, [message.message_id for message in messages])
     async with pool.acquire() as connection:
         # one statement is atomic alone: no BEGIN and COMMIT round trips for it
-        kinds = sum(1 for found in (statuses, announced, expired) if found)
-        async with connection.transaction() if kinds > 1 else nullcontext():
-            changed = await record_statuses(connection, (r for r, _ in statuses))
+        statements = 1 + bool(announced) + bool(expired)
+        async with connection.transaction() if statements > 1 else nullcontext():
+            if statuses:
+                changed = await record_statuses(
+                    connection, (r for r, _ in statuses), handled=handled
+                )
+            else:
+                changed = set()
+                await record_handled(connection, handled)
             changed_rows = await record_announcement_deliveries(
                 connection, (r for r, _ in announced)
             )
@@ -123,8 +135,12 @@ def _report_of(message: Envelope[Any]) -> StatusReport | AnnouncementReport | No
 
 
 #: Follow-ups in flight at once, and so the largest batch: each batch is one
-#: transaction, and the inbox records of all of them share one connection.
+#: transaction, which also records its messages in the inbox.
 CONCURRENCY = 64
+
+RUNTIME_NAME = "calendar"
+#: The inbox key of this consumer's messages, as the runtime names it.
+INBOX_CONSUMER = f"{RUNTIME_NAME}/{CALENDAR_FOLLOWUPS.name}"
 
 #: How long a batch waits for company. An RSVP's ``email.sent`` and
 #: ``push.sent`` come from two consumers working on it at the same time, a
@@ -138,10 +154,11 @@ def build_runtime(
 ) -> ConsumerRuntime:
     """The runtime consuming ``calendar.followups`` into the database of ``pool``."""
     runtime = ConsumerRuntime(
-        "calendar",
+        RUNTIME_NAME,
         settings.amqp_url,
-        # applying a report twice changes nothing (never regress): no claims needed
-        inbox=PostgresInbox(pool, claims=False),
+        # applying a report twice changes nothing (never regress): no claims
+        # needed, and record_deliveries records what it applied itself
+        inbox=PostgresInbox(pool, recorded_by_handler=True),
         producer="calendar_service",
         metrics_port=metrics_port,
         prefetch=2 * CONCURRENCY,

@@ -160,6 +160,30 @@ class _PostgresClaim:
         await self.session.record(self.key, _encode(followups))
 
 
+class _RecordedByHandler:
+    """A message whose handler records it, in the same statement as its effect."""
+
+    followups: list[bytes] | None = None
+    busy = False
+
+    async def record(self, followups: list[bytes]) -> None:
+        """Nothing left to do: the handler's statement recorded it (no follow-ups)."""
+
+
+def record_handled_sql(consumer: int, message_ids: int) -> str:
+    """An INSERT of inbox records for a handler's own statement (a ``WITH`` part, say).
+
+    ``consumer`` and ``message_ids`` are the numbers of its parameters: the
+    consumer's key (``<runtime>/<queue>``) and a ``uuid[]``. A message
+    recorded before stays as it was.
+    """
+    return (
+        "INSERT INTO consumer_inbox (consumer, message_id, followups)"
+        f" SELECT ${consumer}, unnest(${message_ids}::uuid[]), '[]'::jsonb"
+        " ON CONFLICT DO NOTHING"
+    )
+
+
 class PostgresInbox:
     """The inbox in PostgreSQL, shared by every replica of a consumer.
 
@@ -170,17 +194,19 @@ class PostgresInbox:
     connections (see :mod:`shared.messaging.inbox_session`); the pool needs
     two for them, plus whatever else uses it.
 
-    ``claims=False`` is for handlers whose every effect is idempotent by
-    itself (a row set by "never regress" rules, a delete) and who publish
-    nothing: running one twice changes nothing, so a claim's lock and
-    look-up would buy nothing but a round trip. Such an inbox claims every
-    message as new and only records it; the pool then never holds an
-    advisory lock, so it may skip asyncpg's reset.
+    ``recorded_by_handler=True`` is for handlers whose every effect is
+    idempotent by itself (a row set by "never regress" rules, a delete), who
+    publish nothing, and who record the messages they applied in their own
+    statement (:func:`record_handled_sql`): running one twice changes
+    nothing, so a claim's lock and look-up, and a record of its own, would
+    buy nothing but round trips. Such an inbox takes every message as new
+    and writes nothing; the pool then never holds an advisory lock, so it
+    may skip asyncpg's reset.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, claims: bool = True) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, recorded_by_handler: bool = False) -> None:
         self._pool = pool
-        self._claims = claims
+        self._claims = not recorded_by_handler
         self._session = InboxSession(pool)
         self._held: set[Key] = set()  # session locks stack: a second copy here must not
 
@@ -193,7 +219,7 @@ class PostgresInbox:
     async def claim(self, consumer: str, message_id: UUID) -> AsyncIterator[Claim]:
         key = (consumer, message_id)
         if not self._claims:
-            yield _PostgresClaim(self._session, key, followups=None, busy=False)
+            yield _RecordedByHandler()
             return
         if key in self._held:  # another copy is being handled in this process
             yield _PostgresClaim(None, key, followups=None, busy=True)

@@ -1,4 +1,4 @@
-"""The PostgreSQL inbox on its own: how a claim finds a message, and an inbox without claims."""
+"""The PostgreSQL inbox on its own: how a claim finds a message; an inbox its handler records in."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from devtools.env import EnvSettings
-from shared.messaging.inbox import PostgresInbox
+from shared.messaging.inbox import PostgresInbox, record_handled_sql
 from tests.support.services import create_database, drop_database, new_resource_name
 
 pytestmark = pytest.mark.integration
@@ -58,19 +58,26 @@ async def test_a_claim_looks_its_message_up_by_key_on_a_table_never_analyzed(
     assert after["idx_scan"] == before["idx_scan"] + 1
 
 
-async def test_an_inbox_without_claims_takes_no_lock_and_records_what_it_handled(
+async def test_an_inbox_whose_handler_records_takes_no_lock_and_writes_nothing(
     pool: asyncpg.Pool,
 ) -> None:
-    inbox = PostgresInbox(pool, claims=False)
+    inbox = PostgresInbox(pool, recorded_by_handler=True)
     message_id = uuid.uuid4()
 
     async with inbox.claim(CONSUMER, message_id) as first:
         async with inbox.claim(CONSUMER, message_id) as second:  # a copy in flight at once
-            assert (second.busy, second.followups) == (False, None)
-            await second.record([b'{"n": 2}'])
-        await first.record([b'{"n": 1}'])
+            await second.record([])
+        await first.record([])
     locks = await pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    unrecorded = await inbox.seen(CONSUMER, message_id)
+    await pool.execute(record_handled_sql(1, 2), CONSUMER, [message_id])  # as its handler does
 
-    assert (first.busy, first.followups) == (False, None)
-    assert await inbox.seen(CONSUMER, message_id) == [b'{"n": 2}']
+    assert (first.busy, first.followups, second.busy, second.followups) == (
+        False,
+        None,
+        False,
+        None,
+    )
     assert locks == 0
+    assert unrecorded is None
+    assert await inbox.seen(CONSUMER, message_id) == []
