@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from push_consumer.webpush import PushTarget
+from shared.service.consumer import nothing_to_reset
 
 _SUBSCRIPTIONS = """
 SELECT s.id, s.endpoint, s.p256dh, s.auth, d.subscription_id IS NOT NULL AS already_sent
@@ -53,7 +54,7 @@ async def store_pool(
         dsn,
         min_size=1,
         max_size=STORE_CONNECTIONS,
-        reset=_nothing_to_reset,
+        reset=nothing_to_reset,
         server_settings=server_settings,
         timeout=connect_timeout_s,
     )
@@ -61,10 +62,6 @@ async def store_pool(
         yield pool
     finally:
         await pool.close()
-
-
-async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)

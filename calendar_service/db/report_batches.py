@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from calendar_service.domain import NOTIFICATION_RANK
+from shared.messaging.inbox import record_handled_sql
 
 if TYPE_CHECKING:
     import asyncpg
@@ -45,6 +46,9 @@ WHERE s.rsvp_version < excluded.rsvp_version
        AND {_rank_sql("s.status")} <= {_rank_sql("excluded.status")})
 RETURNING s.rsvp_id, s.channel
 """  # noqa: S608
+
+# the same, and the inbox records of the batch's messages, in one statement
+_RECORD_STATUSES_AND_HANDLED = f"WITH handled AS ({record_handled_sql(6, 7)})" + _RECORD_STATUSES
 
 _RECORD_ANNOUNCEMENT_DELIVERIES = f"""
 UPDATE announcement_deliveries AS d SET status = r.status, updated_at = now()
@@ -101,6 +105,10 @@ class AnnouncementReport:
 
 R = TypeVar("R", StatusReport, AnnouncementReport)
 
+#: (the consumer's inbox key, ids of the messages it applied): what it records.
+Handled = tuple[str, list[uuid.UUID]]
+_RECORD_HANDLED = record_handled_sql(1, 2)
+
 
 def _winners(reports: Iterable[R]) -> list[R]:
     """Per row, the report applying them in order would leave: the best, the last of equals."""
@@ -113,21 +121,36 @@ def _winners(reports: Iterable[R]) -> list[R]:
 
 
 async def record_statuses(
-    connection: Connection, reports: Iterable[StatusReport]
+    connection: Connection,
+    reports: Iterable[StatusReport],
+    *,
+    handled: Handled | None = None,
 ) -> set[tuple[uuid.UUID, str]]:
-    """Apply the reports that do not regress; the (rsvp, channel) rows they changed."""
+    """Apply the reports that do not regress; the (rsvp, channel) rows they changed.
+
+    With ``handled``, the same statement records those messages in the
+    consumer's inbox (nothing is applied, nothing recorded, without reports).
+    """
     winners = _winners(reports)
     if not winners:
         return set()
-    rows = await connection.fetch(
-        _RECORD_STATUSES,
+    columns = (
         [r.rsvp_id for r in winners],
         [r.channel for r in winners],
         [r.status for r in winners],
         [r.rsvp_version for r in winners],
         [r.detail for r in winners],
     )
+    if handled is None:
+        rows = await connection.fetch(_RECORD_STATUSES, *columns)
+    else:
+        rows = await connection.fetch(_RECORD_STATUSES_AND_HANDLED, *columns, *handled)
     return {(row["rsvp_id"], row["channel"]) for row in rows}
+
+
+async def record_handled(connection: Connection, handled: Handled) -> None:
+    """Record messages in the consumer's inbox, as a statement of their own."""
+    await connection.execute(_RECORD_HANDLED, *handled)
 
 
 async def record_announcement_deliveries(

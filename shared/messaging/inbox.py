@@ -103,7 +103,10 @@ $$
 #: unlocks (their records committed before this call was sent), then every
 #: lock, then one look-up whose snapshot is taken after all of them are held,
 #: so the 0006 race stays closed. Rows come back in the order of ``p_ids``.
-#: Migration 0007 creates it in production.
+#: Each id is a ``LATERAL ... LIMIT 1`` probe of the primary key: as a join,
+#: the planner hashed the ids and scanned the whole table whenever it had not
+#: analyzed it yet, and the function kept that plan. Migration 0011 creates
+#: it in production.
 INBOX_CLAIM_MANY_FUNCTION = """
 CREATE OR REPLACE FUNCTION consumer_inbox_claim_many(
     p_release_consumers text[], p_release_ids uuid[], p_consumers text[], p_ids uuid[]
@@ -120,9 +123,13 @@ BEGIN
     ), '{}') INTO v_locked
     FROM unnest(p_consumers, p_ids) WITH ORDINALITY AS w(c, m, n);
     RETURN QUERY
-    SELECT v_locked[w.n::int], i.message_id IS NOT NULL, i.followups
+    SELECT v_locked[w.n::int], i.found IS NOT NULL, i.followups
     FROM unnest(p_consumers, p_ids) WITH ORDINALITY AS w(c, m, n)
-    LEFT JOIN consumer_inbox i ON i.consumer = w.c AND i.message_id = w.m
+    LEFT JOIN LATERAL (
+        SELECT true AS found, x.followups FROM consumer_inbox x
+        WHERE x.consumer = w.c AND x.message_id = w.m
+        LIMIT 1
+    ) i ON true
     ORDER BY w.n;
 END
 $$
@@ -153,6 +160,30 @@ class _PostgresClaim:
         await self.session.record(self.key, _encode(followups))
 
 
+class _RecordedByHandler:
+    """A message whose handler records it, in the same statement as its effect."""
+
+    followups: list[bytes] | None = None
+    busy = False
+
+    async def record(self, followups: list[bytes]) -> None:
+        """Nothing left to do: the handler's statement recorded it (no follow-ups)."""
+
+
+def record_handled_sql(consumer: int, message_ids: int) -> str:
+    """An INSERT of inbox records for a handler's own statement (a ``WITH`` part, say).
+
+    ``consumer`` and ``message_ids`` are the numbers of its parameters: the
+    consumer's key (``<runtime>/<queue>``) and a ``uuid[]``. A message
+    recorded before stays as it was.
+    """
+    return (
+        "INSERT INTO consumer_inbox (consumer, message_id, followups)"
+        f" SELECT ${consumer}, unnest(${message_ids}::uuid[]), '[]'::jsonb"
+        " ON CONFLICT DO NOTHING"
+    )
+
+
 class PostgresInbox:
     """The inbox in PostgreSQL, shared by every replica of a consumer.
 
@@ -162,10 +193,20 @@ class PostgresInbox:
     records and releases of all messages in flight go out in batches on two
     connections (see :mod:`shared.messaging.inbox_session`); the pool needs
     two for them, plus whatever else uses it.
+
+    ``recorded_by_handler=True`` is for handlers whose every effect is
+    idempotent by itself (a row set by "never regress" rules, a delete), who
+    publish nothing, and who record the messages they applied in their own
+    statement (:func:`record_handled_sql`): running one twice changes
+    nothing, so a claim's lock and look-up, and a record of its own, would
+    buy nothing but round trips. Such an inbox takes every message as new
+    and writes nothing; the pool then never holds an advisory lock, so it
+    may skip asyncpg's reset.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, recorded_by_handler: bool = False) -> None:
         self._pool = pool
+        self._claims = not recorded_by_handler
         self._session = InboxSession(pool)
         self._held: set[Key] = set()  # session locks stack: a second copy here must not
 
@@ -177,6 +218,9 @@ class PostgresInbox:
     @asynccontextmanager
     async def claim(self, consumer: str, message_id: UUID) -> AsyncIterator[Claim]:
         key = (consumer, message_id)
+        if not self._claims:
+            yield _RecordedByHandler()
+            return
         if key in self._held:  # another copy is being handled in this process
             yield _PostgresClaim(None, key, followups=None, busy=True)
             return

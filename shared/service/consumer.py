@@ -64,6 +64,14 @@ async def inbox_pool(settings: ConsumerSettings, *, spare: int) -> AsyncIterator
         await pool.close()
 
 
+async def nothing_to_reset(connection: asyncpg.Connection) -> None:
+    """A pool's ``reset`` for connections that hold no lock, cursor, listener or setting.
+
+    asyncpg resets a connection on every release: one more round trip to
+    PostgreSQL, pure cost when single statements left nothing behind.
+    """
+
+
 def consumer_runtime(
     name: str, producer: str, settings: ConsumerSettings, pool: asyncpg.Pool
 ) -> ConsumerRuntime:

@@ -1,0 +1,83 @@
+"""The PostgreSQL inbox on its own: how a claim finds a message; an inbox its handler records in."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from devtools.env import EnvSettings
+from shared.messaging.inbox import PostgresInbox, record_handled_sql
+from tests.support.services import create_database, drop_database, new_resource_name
+
+pytestmark = pytest.mark.integration
+
+CONSUMER = "email/email.rsvp_events"
+SCANS = "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'consumer_inbox'"
+
+
+@pytest.fixture
+async def pool(env_settings: EnvSettings) -> AsyncIterator[asyncpg.Pool]:
+    """A new database with the inbox's table, never analyzed (as right after a deploy)."""
+    name = new_resource_name()
+    url = await create_database(env_settings, name)
+    pool = await asyncpg.create_pool(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await PostgresInbox(pool).ensure_schema()
+        yield pool
+    finally:
+        await pool.close()
+        await drop_database(env_settings, name)
+
+
+async def test_a_claim_looks_its_message_up_by_key_on_a_table_never_analyzed(
+    pool: asyncpg.Pool,
+) -> None:
+    await pool.execute(
+        "INSERT INTO consumer_inbox (consumer, message_id, followups)"
+        " SELECT $1, gen_random_uuid(), '[]' FROM generate_series(1, 3000)",
+        CONSUMER,
+    )
+    async with pool.acquire() as connection, connection.transaction():
+        # the plan a long-lived session settles on: one for any number of ids
+        await connection.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        before = await connection.fetchrow(SCANS)  # this session's counts not yet reported
+        await connection.fetch(
+            "SELECT * FROM consumer_inbox_claim_many('{}', '{}', $1::text[], $2::uuid[])",
+            [CONSUMER],
+            [uuid.uuid4()],
+        )
+        after = await connection.fetchrow(SCANS)
+        await connection.execute("SELECT pg_advisory_unlock_all()")
+
+    assert before is not None
+    assert after is not None
+    assert after["seq_scan"] == before["seq_scan"]
+    assert after["idx_scan"] == before["idx_scan"] + 1
+
+
+async def test_an_inbox_whose_handler_records_takes_no_lock_and_writes_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    inbox = PostgresInbox(pool, recorded_by_handler=True)
+    message_id = uuid.uuid4()
+
+    async with inbox.claim(CONSUMER, message_id) as first:
+        async with inbox.claim(CONSUMER, message_id) as second:  # a copy in flight at once
+            await second.record([])
+        await first.record([])
+    locks = await pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    unrecorded = await inbox.seen(CONSUMER, message_id)
+    await pool.execute(record_handled_sql(1, 2), CONSUMER, [message_id])  # as its handler does
+
+    assert (first.busy, first.followups, second.busy, second.followups) == (
+        False,
+        None,
+        False,
+        None,
+    )
+    assert locks == 0
+    assert unrecorded is None
+    assert await inbox.seen(CONSUMER, message_id) == []
