@@ -13,9 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 from calendar_service.errors import (
     CalendarError,
@@ -138,9 +139,11 @@ def allowed_methods(request: Request) -> list[str]:
     several routes (``GET`` and ``PATCH /events/{id}``) needs all of them.
     """
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route.methods or set()
+    # included routers are walked to their routes, as the OpenAPI generator walks them
+    for route in iter_route_contexts(request.app.router.routes):
+        declared = getattr(route, "methods", None)
+        if declared and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= set(declared)
     return sorted(methods)
 
 
