@@ -20,6 +20,7 @@ from calendar_service.api import (
 )
 from calendar_service.api.errors import install_error_handlers
 from calendar_service.api.middleware import AnonymousRateLimit, BodySizeLimit, RequestContext
+from calendar_service.api.openapi import install_openapi
 from calendar_service.bootstrap import bootstrap
 from calendar_service.config import ApiSettings, Settings
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     admin_page.mount_static(app)
     install_error_handlers(app)
+    install_openapi(app, max_body_bytes=MAX_BODY_BYTES)
     app.add_middleware(AnonymousRateLimit)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestContext)

@@ -38,6 +38,8 @@ class Unauthenticated(CalendarError):
 
 
 class AccountGone(Unauthenticated):
+    """A valid token whose account was deleted."""
+
     def __init__(self) -> None:
         super().__init__("the account of this token no longer exists")
 
@@ -54,11 +56,15 @@ class NotYours(CalendarError):
 
 
 class NotFound(CalendarError):
+    """The event, RSVP, announcement or subscription named does not exist."""
+
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} not found")
 
 
 class NothingToCancel(NotFound):
+    """The caller has no active RSVP to withdraw."""
+
     def __init__(self) -> None:
         CalendarError.__init__(self, "you have no active RSVP for this event")
 
@@ -82,6 +88,8 @@ class CapacityBelowSeatsTaken(Conflict):
 
 
 class EmailTaken(Conflict):
+    """The address is registered already."""
+
     def __init__(self) -> None:
         super().__init__("email is already registered")
 
@@ -100,11 +108,15 @@ class Unprocessable(CalendarError):
 
 
 class IdempotencyKeyReused(Unprocessable):
+    """The Idempotency-Key was used before with a different request."""
+
     def __init__(self) -> None:
         super().__init__("Idempotency-Key was already used with a different request")
 
 
 class EndsBeforeStart(Unprocessable):
+    """An event would end before it starts."""
+
     def __init__(self) -> None:
         super().__init__("ends_at must not be before starts_at")
 

@@ -12,28 +12,39 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from calendar_service.api import admin_dead_letters
-from calendar_service.api.admin_dead_letters import MAX_RATE, MAX_REPLAY, actor_of, store_errors
+from calendar_service.api.admin_dead_letters import (
+    ADMIN_ONLY,
+    BAD_CURSOR,
+    CURSOR_SCHEMA,
+    MAX_RATE,
+    MAX_REPLAY,
+    actor_of,
+    no_such,
+    store_errors,
+)
 from calendar_service.api.deps import AdminUser, ContainerDep
+from calendar_service.api.errors import merged
+from calendar_service.api.fields import Instant
 from shared.dlq.passes import ReplayTarget
 from shared.dlq.queries import MAX_PAGE, StoreFilter
 from shared.dlq.replays import ReplayOrder
 from shared.messaging.topology import dead_letter_queues
 
-dlq = APIRouter(prefix="/admin/dlq", tags=["admin"])
+dlq = APIRouter(prefix="/admin/dlq", tags=["admin"], responses=ADMIN_ONLY)
 
 
 class ReplayRequest(BaseModel):
     type: str | None = None
     reason: str | None = None
     message_id: str | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Instant | None = None
+    until: Instant | None = None
     limit: int | None = Field(default=None, ge=1, le=MAX_REPLAY)
     rate: float | None = Field(default=None, ge=1, le=MAX_RATE)
-    dry_run: bool = False
+    dry_run: StrictBool = False
     #: "queue": to the origin queue alone; "exchange": through the original
     #: exchange and routing key (a fanout exchange reaches every bound queue)
     route: Literal["queue", "exchange"] = "queue"
@@ -44,8 +55,8 @@ def _selection(
     type_: str | None,
     reason: str | None,
     message_id: str | None,
-    since: AwareDatetime | None,
-    until: AwareDatetime | None,
+    since: Instant | None,
+    until: Instant | None,
 ) -> StoreFilter:
     if queue not in dead_letter_queues():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dead-letter queue {queue!r}")
@@ -79,7 +90,7 @@ async def failure_summary(admin: AdminUser, container: ContainerDep) -> dict[str
         return {"groups": await container.dead_letters.groups()}
 
 
-@dlq.get("/{queue}")
+@dlq.get("/{queue}", responses=merged(no_such("dead-letter queue"), BAD_CURSOR))
 async def browse_dead_letters(
     queue: str,
     admin: AdminUser,
@@ -87,10 +98,10 @@ async def browse_dead_letters(
     type_: Annotated[str | None, Query(alias="type")] = None,
     reason: str | None = None,
     message_id: str | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=64, json_schema_extra=CURSOR_SCHEMA)] = None,
 ) -> dict[str, Any]:
     selection = _selection(queue, type_, reason, message_id, since, until)
     store = container.dead_letters
@@ -104,7 +115,7 @@ async def browse_dead_letters(
     }
 
 
-@dlq.post("/{queue}/replay")
+@dlq.post("/{queue}/replay", responses=no_such("dead-letter queue"))
 async def replay_dead_letters(
     queue: str, request: ReplayRequest, admin: AdminUser, container: ContainerDep
 ) -> dict[str, int]:
@@ -128,7 +139,11 @@ async def replay_dead_letters(
     return {"matched": matched, "replayed": progress["replayed"]}
 
 
-@dlq.delete("/{queue}/messages/{message_id}", status_code=status.HTTP_204_NO_CONTENT)
+@dlq.delete(
+    "/{queue}/messages/{message_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=no_such("dead-letter queue or message"),
+)
 async def drop_dead_letter(
     queue: str, message_id: str, admin: AdminUser, container: ContainerDep
 ) -> Response:

@@ -13,16 +13,35 @@ from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import AwareDatetime, BaseModel, Field
+from fastapi import APIRouter, HTTPException, Path, Query, status
+from pydantic import BaseModel, Field, StrictBool
 
 from calendar_service.api.deps import AdminUser, ContainerDep
+from calendar_service.api.errors import Responses, merged, refusal, refusals
+from calendar_service.api.fields import Instant, RowId
+from calendar_service.errors import Overloaded
 from shared.dlq.passes import ReplayTarget
-from shared.dlq.queries import MAX_PAGE, BadCursor, State, StoreFilter
+from shared.dlq.queries import CURSOR_PATTERN, MAX_PAGE, BadCursor, State, StoreFilter
 from shared.dlq.replays import ReplayOrder
 from shared.dlq.store import BrokerUnreachable, DeadLetterStore, UnknownReplay
 
-router = APIRouter(tags=["admin"])
+#: What every admin route may answer besides its own.
+ADMIN_ONLY: Responses = merged(
+    refusal(status.HTTP_403_FORBIDDEN, "admin role required (as the database says now)"),
+    refusals(Overloaded),
+    refusal(status.HTTP_503_SERVICE_UNAVAILABLE, "the dead-letter store or the broker is away"),
+)
+#: A store cursor that is not one of the declared pattern.
+BAD_CURSOR = refusal(status.HTTP_400_BAD_REQUEST, "a cursor of the declared pattern is expected")
+#: A cursor in the query string, as the OpenAPI document declares it.
+CURSOR_SCHEMA = {"pattern": CURSOR_PATTERN}
+
+
+def no_such(what: str) -> Responses:
+    return refusal(status.HTTP_404_NOT_FOUND, f"no such {what}")
+
+
+router = APIRouter(tags=["admin"], responses=ADMIN_ONLY)
 
 #: A replay's rate and size are bounded: a rate of 5e-324 a second would never end.
 MAX_RATE = 100_000
@@ -53,20 +72,20 @@ async def actor_of(store: DeadLetterStore, admin: AdminUser) -> str:
 
 
 class ReplayRequest(BaseModel):
-    ids: list[int] = Field(default_factory=list, max_length=10_000)
+    ids: list[RowId] = Field(default_factory=list, max_length=10_000)
     group: str | None = None
     queue: str | None = None
     type: str | None = None
     reason: str | None = None
     exception_type: str | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Instant | None = None
+    until: Instant | None = None
     limit: int | None = Field(default=None, ge=1, le=MAX_REPLAY)
     #: messages a second, at least one
     rate: float | None = Field(default=None, ge=1, le=MAX_RATE)
-    dry_run: bool = False
+    dry_run: StrictBool = False
     #: stop when the replayed messages fail again; on by default for a group
-    stop_if_failing: bool | None = None
+    stop_if_failing: StrictBool | None = None
     route: Literal["queue", "exchange"] = "queue"
 
     def order(self, actor: str) -> ReplayOrder:
@@ -96,7 +115,7 @@ class ReplayRequest(BaseModel):
         return self.group or self.queue or ("ids" if self.ids else "filter")
 
 
-@router.get("/admin/dead-letters")
+@router.get("/admin/dead-letters", responses=BAD_CURSOR)
 async def browse_store(
     admin: AdminUser,
     container: ContainerDep,
@@ -105,12 +124,12 @@ async def browse_store(
     reason: str | None = None,
     exception_type: str | None = None,
     group: str | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     state: State | None = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str | None, Query(max_length=32, json_schema_extra=CURSOR_SCHEMA)] = None,
 ) -> dict[str, Any]:
     selection = StoreFilter(
         queue=queue,
@@ -145,9 +164,9 @@ async def recent_replays(admin: AdminUser, container: ContainerDep) -> dict[str,
         return {"replays": await container.dead_letters.replays()}
 
 
-@router.get("/admin/dead-letters/{letter_id}")
+@router.get("/admin/dead-letters/{letter_id:int}", responses=no_such("dead letter"))
 async def one_dead_letter(
-    letter_id: int, admin: AdminUser, container: ContainerDep
+    letter_id: Annotated[RowId, Path()], admin: AdminUser, container: ContainerDep
 ) -> dict[str, Any]:
     with store_errors():
         stored = await container.dead_letters.letter(letter_id)
@@ -167,7 +186,7 @@ async def start_replay(
     return {"replay_id": str(replay_id), "matched": matched}
 
 
-@router.get("/admin/dead-letters/replays/{replay_id}")
+@router.get("/admin/dead-letters/replays/{replay_id}", responses=no_such("replay"))
 async def replay_progress(
     replay_id: uuid.UUID, admin: AdminUser, container: ContainerDep
 ) -> dict[str, Any]:
@@ -175,7 +194,7 @@ async def replay_progress(
         return await container.dead_letters.replay(replay_id)
 
 
-@router.delete("/admin/dead-letters/replays/{replay_id}")
+@router.delete("/admin/dead-letters/replays/{replay_id}", responses=no_such("replay"))
 async def cancel_replay(
     replay_id: uuid.UUID, admin: AdminUser, container: ContainerDep
 ) -> dict[str, Any]:
@@ -184,8 +203,14 @@ async def cancel_replay(
         return await store.cancel_replay(replay_id, actor=await actor_of(store, admin))
 
 
-@router.delete("/admin/dead-letters/{letter_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_dead_letter(letter_id: int, admin: AdminUser, container: ContainerDep) -> None:
+@router.delete(
+    "/admin/dead-letters/{letter_id:int}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=no_such("dead letter"),
+)
+async def delete_dead_letter(
+    letter_id: Annotated[RowId, Path()], admin: AdminUser, container: ContainerDep
+) -> None:
     store = container.dead_letters
     with store_errors():
         deleted = await store.delete(
@@ -195,12 +220,12 @@ async def delete_dead_letter(letter_id: int, admin: AdminUser, container: Contai
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dead letter {letter_id} to delete")
 
 
-@router.get("/admin/audit")
+@router.get("/admin/audit", responses=BAD_CURSOR)
 async def audit_log(
     admin: AdminUser,
     container: ContainerDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str | None, Query(max_length=32, json_schema_extra=CURSOR_SCHEMA)] = None,
 ) -> dict[str, Any]:
     with store_errors():
         items, next_cursor = await container.dead_letters.audit(limit=limit, cursor=cursor)

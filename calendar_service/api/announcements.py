@@ -16,11 +16,17 @@ from calendar_service.api.deps import (
     UowDep,
     current_correlation_id,
 )
+from calendar_service.api.errors import refusals
 from calendar_service.api.fields import MultilineText, PlainText
 from calendar_service.api.lagging_reads import LaggingReads, on_replica_or_primary
+from calendar_service.errors import LimiterUnavailable, NotFound, NotYours, Overloaded, RateLimited
 from calendar_service.usecases.announcements import announcement_progress, post_announcement
 
-router = APIRouter(prefix="/events/{event_id}/announcements", tags=["announcements"])
+router = APIRouter(
+    prefix="/events/{event_id}/announcements",
+    tags=["announcements"],
+    responses=refusals(NotYours, NotFound, Overloaded),
+)
 
 Channel = Literal["email", "push"]
 RecipientState = Literal["queued", "sent", "failed", "skipped"]
@@ -36,7 +42,10 @@ class AnnouncementIn(BaseModel):
     subject: PlainText = Field(min_length=1, max_length=200)
     body: MultilineText = Field(min_length=1, max_length=5000)
     channels: Annotated[list[Channel], AfterValidator(_distinct)] = Field(
-        default=["email", "push"], min_length=1, max_length=2
+        default=["email", "push"],
+        min_length=1,
+        max_length=2,
+        json_schema_extra={"uniqueItems": True},
     )
 
 
@@ -60,7 +69,7 @@ class AnnouncementOut(AnnouncementAccepted):
     "",
     response_model=AnnouncementAccepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={429: {"description": "announced too often; see Retry-After"}},
+    responses=refusals(NotYours, NotFound, RateLimited, LimiterUnavailable, Overloaded),
 )
 async def announce(
     event_id: uuid.UUID,

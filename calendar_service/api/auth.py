@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
+import email_validator
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, EmailStr, Field
 
 from calendar_service.api.deps import ContainerDep, UowDep, admit_strictly, client_ip
+from calendar_service.api.errors import refusals
 from calendar_service.api.fields import PlainText
+from calendar_service.errors import (
+    EmailTaken,
+    LimiterUnavailable,
+    Overloaded,
+    RateLimited,
+    WrongCredentials,
+)
 from calendar_service.ratelimit import Counter
 from calendar_service.usecases.accounts import register as register_account
 from calendar_service.usecases.accounts import sign_in
@@ -24,8 +33,21 @@ from calendar_service.usecases.accounts import sign_in
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" for c in word)
+
+
+#: email-validator refuses special-use domains (RFC 6761: ``.test``, ``.local``, ...);
+#: the document says so (JSON Schema patterns have no case-insensitive flag).
+NOT_SPECIAL_USE_PATTERN = (
+    r"^(?!.*[@.](?:"
+    + "|".join(_any_case(name) for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+    + r")\.?$)"
+)
+
+
 class Registration(BaseModel):
-    email: EmailStr
+    email: EmailStr = Field(json_schema_extra={"pattern": NOT_SPECIAL_USE_PATTERN})
     password: str = Field(min_length=8, max_length=128)
     name: PlainText = Field(min_length=1, max_length=120)
 
@@ -43,14 +65,15 @@ class Token(BaseModel):
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
 
 
-LIMITED: dict[int | str, dict[str, Any]] = {
-    429: {"description": "too many attempts; see Retry-After"},
-    503: {"description": "the limiter or the password hashing is busy; see Retry-After"},
-}
+#: Both routes are counted before any password is hashed, and fail closed.
+LIMITED = (RateLimited, LimiterUnavailable, Overloaded)
 
 
 @router.post(
-    "/register", status_code=status.HTTP_201_CREATED, response_model=UserOut, responses=LIMITED
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=refusals(EmailTaken, *LIMITED),
 )
 async def register(
     body: Registration, request: Request, uow: UowDep, container: ContainerDep
@@ -68,7 +91,7 @@ async def register(
     return UserOut.model_validate(dict(user))
 
 
-@router.post("/token", response_model=Token, responses=LIMITED)
+@router.post("/token", response_model=Token, responses=refusals(WrongCredentials, *LIMITED))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,

@@ -8,18 +8,31 @@ from typing import Annotated, Self
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.engine import RowMapping
 
 from calendar_service.api.deps import CacheDep, ContainerDep, CurrentUser, UowDep
-from calendar_service.api.fields import PlainText, UtcDateTime
+from calendar_service.api.errors import refusals
+from calendar_service.api.fields import Capacity, PlainText, UtcDateTime
 from calendar_service.api.lagging_reads import LaggingReads, on_replica_or_primary
-from calendar_service.api.pagination import decode_cursor, encode_cursor
+from calendar_service.api.pagination import (
+    CURSOR_PATTERN,
+    INVALID_CURSOR,
+    decode_cursor,
+    encode_cursor,
+)
 from calendar_service.cache import WRITTEN_LATELY
 from calendar_service.db.uow import UnitOfWork
-from calendar_service.errors import NotFound
+from calendar_service.errors import (
+    CapacityBelowSeatsTaken,
+    EndsBeforeStart,
+    NotFound,
+    NotYours,
+    Overloaded,
+)
 from calendar_service.usecases import events as event_usecases
 
-router = APIRouter(prefix="/events", tags=["events"])
+router = APIRouter(prefix="/events", tags=["events"], responses=refusals(Overloaded))
 
 
 class EventIn(BaseModel):
@@ -27,7 +40,7 @@ class EventIn(BaseModel):
     starts_at: UtcDateTime
     ends_at: UtcDateTime | None = None
     location: PlainText | None = Field(default=None, max_length=300)
-    capacity: int | None = Field(default=None, ge=1, le=1_000_000)
+    capacity: Capacity | None = None
 
     @model_validator(mode="after")
     def _ends_after_it_starts(self) -> Self:
@@ -39,11 +52,12 @@ class EventIn(BaseModel):
 class EventPatch(BaseModel):
     """The fields to change; those left out keep their value, ``null`` clears an optional one."""
 
-    title: PlainText | None = Field(default=None, min_length=1, max_length=200)
-    starts_at: UtcDateTime | None = None
+    # null is refused for these two (the validator below); the document says so
+    title: Annotated[PlainText, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    starts_at: UtcDateTime | SkipJsonSchema[None] = None
     ends_at: UtcDateTime | None = None
     location: PlainText | None = Field(default=None, max_length=300)
-    capacity: int | None = Field(default=None, ge=1, le=1_000_000)
+    capacity: Capacity | None = None
 
     @model_validator(mode="after")
     def _required_fields_stay_set(self) -> Self:
@@ -105,7 +119,11 @@ async def create_event(body: EventIn, caller: CurrentUser, uow: UowDep) -> Event
     return _detail(row)
 
 
-@router.patch("/{event_id}", response_model=EventDetail)
+@router.patch(
+    "/{event_id}",
+    response_model=EventDetail,
+    responses=refusals(NotYours, NotFound, CapacityBelowSeatsTaken, EndsBeforeStart, Overloaded),
+)
 async def change_event(
     event_id: uuid.UUID, body: EventPatch, caller: CurrentUser, uow: UowDep, cache: CacheDep
 ) -> EventDetail:
@@ -120,11 +138,13 @@ async def change_event(
     return _detail(row)
 
 
-@router.get("", response_model=EventPage)
+@router.get("", response_model=EventPage, responses=INVALID_CURSOR)
 async def list_events(
     reads: LaggingReads,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, json_schema_extra={"pattern": CURSOR_PATTERN})
+    ] = None,
 ) -> EventPage:
     rows = await reads.events.page(limit=limit + 1, after=decode_cursor(cursor))
     items = [EventOut.model_validate(dict(r)) for r in rows[:limit]]
@@ -140,7 +160,7 @@ async def _event_row(uow: UnitOfWork, event_id: uuid.UUID) -> RowMapping:
     return row
 
 
-@router.get("/{event_id}", response_model=EventDetail)
+@router.get("/{event_id}", response_model=EventDetail, responses=refusals(NotFound, Overloaded))
 async def get_event(
     event_id: uuid.UUID, reads: LaggingReads, container: ContainerDep, cache: CacheDep
 ) -> Response:

@@ -11,13 +11,16 @@ those two are reported as ``degraded`` in the body (200) and in the
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from calendar_service.api.deps import ContainerDep
+from calendar_service.api.errors import refusal
 from shared.messaging.health import HealthServer
 from shared.service.metrics import POOL_REGISTRY
 
@@ -57,7 +60,20 @@ async def _broker(container: ContainerDep) -> None:
         raise ConnectionError("not connected to RabbitMQ")
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    ready: bool
+    #: dependencies that are away but that the replica serves without
+    degraded: list[str]
+    #: "ok", or "failed: ..." with the error, per dependency
+    checks: dict[str, str]
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "the database cannot be reached"}},
+)
 async def readyz(container: ContainerDep) -> JSONResponse:
     checks = {"database": _database, "broker": _broker, "redis": _redis}
     if container.has_read_replica:
@@ -92,7 +108,17 @@ def exposition() -> bytes:
     return generate_latest() + generate_latest(POOL_REGISTRY)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **refusal(404, "metrics are served on METRICS_PORT instead (METRICS_PUBLIC=false)"),
+    },
+)
 async def metrics(container: ContainerDep) -> Response:
     if not container.settings.metrics_public:
         # the answer of any unknown path: the public port does not say it has metrics

@@ -23,11 +23,15 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, Field
 
 from calendar_service.api.deps import ContainerDep, CurrentUser, UowDep
+from calendar_service.api.errors import refusals
+from calendar_service.errors import NotFound, Overloaded, TooManySubscriptions
 from calendar_service.usecases.subscriptions import subscribe as store_subscription
 from calendar_service.usecases.subscriptions import unsubscribe as remove_subscription
 from shared.outbound_addresses import ForbiddenAddress, public_addresses
 
-router = APIRouter(prefix="/users/me/push-subscriptions", tags=["push"])
+router = APIRouter(
+    prefix="/users/me/push-subscriptions", tags=["push"], responses=refusals(Overloaded)
+)
 
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
@@ -61,18 +65,30 @@ def _push_url(value: str) -> str:
     return value
 
 
+# What the validators accept, as patterns for the OpenAPI document: a point
+# (0x04, then 64 bytes) is 87 base64url characters, "B" then one of A-P first;
+# a 16-byte secret is 22; an endpoint is https to a host, no credentials, no
+# spaces or control characters. (Outside prod, http to loopback is accepted too.)
+P256DH_PATTERN = r"^B[A-P][A-Za-z0-9_-]{85}={0,2}$"
+AUTH_PATTERN = r"^[A-Za-z0-9_-]{22}={0,2}$"
+ENDPOINT_PATTERN = r"^https://[^\s\x00-\x1f/?#@\[\]:]+(:[0-9]{1,5})?([/?#][^\s\x00-\x1f]*)?$"
+
+
 class SubscriptionKeys(BaseModel):
     p256dh: Annotated[str, Field(max_length=100), _base64url_of_length(65)] = Field(
-        description="The browser's P-256 public key (uncompressed point, base64url)."
+        description="The browser's P-256 public key (uncompressed point, base64url).",
+        json_schema_extra={"pattern": P256DH_PATTERN},
     )
     auth: Annotated[str, Field(max_length=40), _base64url_of_length(16)] = Field(
-        description="The 16-byte authentication secret (base64url)."
+        description="The 16-byte authentication secret (base64url).",
+        json_schema_extra={"pattern": AUTH_PATTERN},
     )
 
 
 class SubscriptionIn(BaseModel):
     endpoint: Annotated[str, Field(max_length=2048), AfterValidator(_push_url)] = Field(
-        description="The push service URL the browser gave (https)."
+        description="The push service URL the browser gave (https).",
+        json_schema_extra={"pattern": ENDPOINT_PATTERN},
     )
     keys: SubscriptionKeys
 
@@ -135,8 +151,11 @@ async def check_endpoint_address(endpoint: str) -> None:
     "",
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"description": "This endpoint was registered already (now the caller's)"},
-        409: {"description": "The caller holds PUSH_SUBSCRIPTIONS_PER_USER subscriptions already"},
+        200: {
+            "model": SubscriptionOut,
+            "description": "This endpoint was registered already (now the caller's)",
+        },
+        **refusals(TooManySubscriptions),
     },
 )
 async def subscribe(
@@ -174,7 +193,9 @@ async def list_subscriptions(caller: CurrentUser, uow: UowDep) -> list[Subscript
     return [SubscriptionOut.model_validate(dict(row)) for row in rows]
 
 
-@router.delete("/{subscription_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{subscription_id}", status_code=status.HTTP_204_NO_CONTENT, responses=refusals(NotFound)
+)
 async def unsubscribe(
     subscription_id: Annotated[uuid.UUID, Path()], caller: CurrentUser, uow: UowDep
 ) -> Response:

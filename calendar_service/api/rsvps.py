@@ -19,9 +19,26 @@ from calendar_service.api.deps import (
     UowDep,
     current_correlation_id,
 )
+from calendar_service.api.errors import merged, refusals
+from calendar_service.api.fields import Count
 from calendar_service.api.lagging_reads import LaggingReads, on_replica_or_primary
-from calendar_service.api.pagination import decode_cursor, encode_cursor
+from calendar_service.api.pagination import (
+    CURSOR_PATTERN,
+    INVALID_CURSOR,
+    decode_cursor,
+    encode_cursor,
+)
 from calendar_service.domain import Answer
+from calendar_service.errors import (
+    EventFull,
+    IdempotencyKeyReused,
+    LimiterUnavailable,
+    NotFound,
+    NothingToCancel,
+    NotYours,
+    Overloaded,
+    RateLimited,
+)
 from calendar_service.usecases.confirmations import resend_confirmation
 from calendar_service.usecases.rsvps import (
     Answered,
@@ -32,14 +49,14 @@ from calendar_service.usecases.rsvps import (
     rsvps_of_event,
 )
 
-router = APIRouter(tags=["rsvps"])
+router = APIRouter(tags=["rsvps"], responses=refusals(Overloaded))
 
 NotificationState = Literal["pending", "sent", "failed", "skipped"]
 
 
 class RsvpIn(BaseModel):
     status: Literal["going", "maybe", "declined"]
-    guests: int = Field(default=0, ge=0, le=20)
+    guests: Count = Field(default=0, ge=0, le=20)
 
 
 class RsvpOut(BaseModel):
@@ -82,14 +99,23 @@ def fingerprint(event_id: uuid.UUID, body: RsvpIn) -> str:
     "/events/{event_id}/rsvps",
     response_model=RsvpOut,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": RsvpOut, "description": "RSVP changed or unchanged"}},
+    responses={
+        200: {"model": RsvpOut, "description": "RSVP changed or unchanged"},
+        **refusals(NotFound, EventFull, IdempotencyKeyReused, RateLimited, Overloaded),
+    },
 )
 async def answer(
     event_id: uuid.UUID,
     body: RsvpIn,
     caller: RsvpChanger,
     container: ContainerDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="Any string: a repeat with the same key and body gets the first answer.",
+        ),
+    ] = None,
 ) -> Response:
     """Create or change the caller's RSVP: 201 for a new answer, 200 for a change.
 
@@ -117,7 +143,11 @@ async def answer(
     )
 
 
-@router.get("/events/{event_id}/rsvps", response_model=RsvpPage)
+@router.get(
+    "/events/{event_id}/rsvps",
+    response_model=RsvpPage,
+    responses=merged(INVALID_CURSOR, refusals(NotYours, NotFound, Overloaded)),
+)
 async def list_rsvps(
     event_id: uuid.UUID,
     caller: CurrentUser,
@@ -127,7 +157,9 @@ async def list_rsvps(
         Literal["going", "maybe", "declined", "cancelled"] | None, Query(alias="status")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, json_schema_extra={"pattern": CURSOR_PATTERN})
+    ] = None,
 ) -> RsvpPage:
     """The organizer's (or an admin's) view of who answered (from the replica, when set)."""
     after = decode_cursor(cursor)
@@ -149,7 +181,11 @@ async def list_rsvps(
     return RsvpPage(items=items, next_cursor=next_cursor)
 
 
-@router.delete("/events/{event_id}/rsvps/me", response_model=RsvpOut)
+@router.delete(
+    "/events/{event_id}/rsvps/me",
+    response_model=RsvpOut,
+    responses=refusals(NotFound, NothingToCancel, RateLimited, Overloaded),
+)
 async def cancel(event_id: uuid.UUID, caller: RsvpChanger, uow: UowDep, cache: CacheDep) -> RsvpOut:
     """Withdraw the caller's RSVP; publishes `rsvp.cancelled`."""
     cancelled = await cancel_rsvp(
@@ -162,7 +198,7 @@ async def cancel(event_id: uuid.UUID, caller: RsvpChanger, uow: UowDep, cache: C
     return _out(cancelled)
 
 
-@router.get("/rsvps/{rsvp_id}", response_model=RsvpOut)
+@router.get("/rsvps/{rsvp_id}", response_model=RsvpOut, responses=refusals(NotYours, NotFound))
 async def get_rsvp(rsvp_id: uuid.UUID, caller: CurrentUser, uow: UowDep) -> RsvpOut:
     """An RSVP with its notification status, for its owner or the event's organizer."""
     return _out(await rsvp_with_notifications(uow, rsvp_id=rsvp_id, caller=caller))
@@ -178,7 +214,7 @@ class CommandAccepted(BaseModel):
     "/rsvps/{rsvp_id}/resend",
     response_model=CommandAccepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={429: {"description": "resent too often; see Retry-After"}},
+    responses=refusals(NotYours, NotFound, RateLimited, LimiterUnavailable, Overloaded),
 )
 async def resend(
     rsvp_id: uuid.UUID, caller: CurrentUser, uow: UowDep, quota: ResendQuota

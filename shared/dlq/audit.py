@@ -7,6 +7,7 @@ counts are then kept on the replay's own row.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from shared.dlq.queries import Db
+from shared.dlq.queries import CURSOR_PATTERN, BadCursor, Db
 
 RECORD = "INSERT INTO audit_log (actor, action, target, detail) VALUES ($1, $2, $3, $4::jsonb)"
 READ = """
@@ -59,7 +60,9 @@ async def entries(
     db: asyncpg.Pool, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[AuditEntry], str | None]:
     """Newest first; the cursor continues with older entries."""
-    before = int(cursor) if cursor and cursor.isdigit() and len(cursor) < 19 else None
+    if cursor is not None and not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise BadCursor("malformed cursor")
+    before = int(cursor) if cursor is not None else None
     rows = await db.fetch(READ, before, limit + 1)
     items = [
         AuditEntry(

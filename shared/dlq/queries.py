@@ -9,6 +9,7 @@ trigger-kept ``dead_letter_groups`` table, not from counting a million rows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -156,10 +157,15 @@ class Page:
     next_cursor: str | None
 
 
+#: A store cursor: the id of the last row seen (ASCII digits; a bigint, so 18 at most).
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def _after(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit() or len(cursor) > 19:
+    if not _CURSOR.fullmatch(cursor):
         raise BadCursor("malformed cursor")
     return int(cursor)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+
+from aio_pika.abc import AbstractIncomingMessage
 
 from shared.schemas import (
     Attendee,
@@ -45,3 +48,54 @@ def email_send(kind: NotificationKind = "confirmation") -> EmailSend:
         status="going",
     )
     return EmailSend.first(command, producer="tests")
+
+
+def _as_json(message: RsvpCreated, **changes: object) -> bytes:
+    """``message``'s JSON with fields changed (None removes one)."""
+    fields = json.loads(message.model_dump_json())
+    for name, value in changes.items():
+        if value is None:
+            fields.pop(name)
+        else:
+            fields[name] = value
+    return json.dumps(fields).encode()
+
+
+#: Deliveries a consumer must dead-letter with a reason and go on (design §6):
+#: (body, a word of the complaint, content type).
+MALFORMED: list[tuple[bytes, str, str | None]] = [
+    (b"<html>not json</html>", "json", None),
+    (b'{"type": "rsvp.created", "producer": "tests", "data": {}}', "field required", None),
+    (_as_json(rsvp_created(), message_id=None), "message_id", None),
+    (_as_json(rsvp_created(), type="rsvp.exploded"), "rsvp.exploded", None),
+    (_as_json(rsvp_created(), schema_version=99), "newer than this consumer", None),
+    (b'{"pad": "' + b"x" * 10_000_000 + b'"}', "discriminator", None),
+    (rsvp_created().model_dump_json().encode(), "content type", "text/plain"),
+]
+MALFORMED_IDS = [
+    "non-json",
+    "schema-invalid",
+    "no-message-id",
+    "unknown-type",
+    "future-schema-version",
+    "ten-megabytes",
+    "wrong-content-type",
+]
+
+
+def assert_dead_lettered_as_invalid(
+    dead: AbstractIncomingMessage | None,
+    *,
+    message_id: str,
+    body: bytes,
+    complaint: str,
+    queue: str,
+) -> None:
+    """``dead`` is the malformed delivery, unchanged, with the runtime's invalid-message headers."""
+    assert dead is not None
+    assert dead.message_id == message_id
+    assert dead.body == body
+    assert dead.headers["x-fault-reason"] == "invalid_message"
+    assert dead.headers["x-exception-type"] == "InvalidMessageError"
+    assert complaint in str(dead.headers["x-exception-message"]).lower()
+    assert dead.headers["x-original-queue"] == queue

@@ -1,11 +1,15 @@
-"""The interactive docs (/docs, /redoc) load every asset from the service itself.
+"""The interactive docs (/docs, /redoc) load every asset from the service itself,
+and the OpenAPI document they show says what the service answers.
 
 Swagger UI and ReDoc come from a CDN by default, which leaves the pages blank
-offline; the service serves them from a package instead.
+offline; the service serves them from a package instead. The document is
+fuzzed against the service in ``test_openapi_conformance.py``; the tests here
+state its shape.
 """
 
 from __future__ import annotations
 
+import uuid
 from html.parser import HTMLParser
 
 import httpx
@@ -59,3 +63,50 @@ async def test_swagger_ui_reads_the_services_own_openapi_document(
 
     assert "url: '/openapi.json'" in page
     assert (await client.get("/openapi.json")).status_code == 200
+
+
+async def test_every_refusal_in_the_document_has_the_one_error_model(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+
+    refusals = {
+        (method, path, code): answer
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for code, answer in operation["responses"].items()
+        if code.startswith(("4", "5")) and path != "/readyz"
+    }
+    assert len(refusals) > 100
+    for where, answer in refusals.items():
+        schema = answer["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorBody"}, where
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+async def test_a_route_that_reads_a_token_declares_401_and_429(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if "security" in operation:
+                assert {"401", "429"} <= set(operation["responses"]), (method, path)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", f"/events/{uuid.uuid4()}", "GET, PATCH"),
+        ("PUT", "/users/me/push-subscriptions", "GET, POST"),
+        ("DELETE", "/admin/dead-letters/groups", "GET"),
+        ("PUT", "/admin/dead-letters/7", "DELETE, GET"),
+    ],
+)
+async def test_an_unsupported_method_is_a_405_naming_every_method_of_the_path(
+    client: httpx.AsyncClient, method: str, path: str, allowed: str
+) -> None:
+    response = await client.request(method, path)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json() == {"detail": "Method Not Allowed"}

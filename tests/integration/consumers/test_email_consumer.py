@@ -8,7 +8,6 @@ the process (SIGKILL, a poison message) are in ``test_email_consumer_crashes``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -21,10 +20,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import EMAIL_RSVP_EVENTS, EVENTS_EXCHANGE, RETRY_DELAYS_S
-from shared.schemas import EmailFailed, EmailSent, Envelope, RsvpCreated, parse_message
+from shared.schemas import EmailFailed, EmailSent, Envelope, parse_message
 from tests.support.amqp import channel_as, get_one, publish
 from tests.support.email_consumer import email_settings, publish_as_calendar, running_email_consumer
-from tests.support.messages import rsvp_created
+from tests.support.messages import (
+    MALFORMED,
+    MALFORMED_IDS,
+    assert_dead_lettered_as_invalid,
+    rsvp_created,
+)
 from tests.support.polling import wait_until
 from tests.support.runtime import http_get
 from tests.support.services import BrokerEnv
@@ -225,38 +229,7 @@ async def test_after_the_last_attempt_the_message_is_in_the_dlq_with_its_attempt
     assert counted(runtime, "messages_dead_lettered_total", reason="retries_exhausted") == 1
 
 
-def _as_json(message: RsvpCreated, **changes: object) -> bytes:
-    """``message``'s JSON with fields changed (None removes one)."""
-    fields = json.loads(message.model_dump_json())
-    for name, value in changes.items():
-        if value is None:
-            fields.pop(name)
-        else:
-            fields[name] = value
-    return json.dumps(fields).encode()
-
-
-@pytest.mark.parametrize(
-    ("body", "complaint", "content_type"),
-    [
-        (b"<html>not json</html>", "json", None),
-        (b'{"type": "rsvp.created", "producer": "tests", "data": {}}', "field required", None),
-        (_as_json(rsvp_created(), message_id=None), "message_id", None),
-        (_as_json(rsvp_created(), type="rsvp.exploded"), "rsvp.exploded", None),
-        (_as_json(rsvp_created(), schema_version=99), "newer than this consumer", None),
-        (b'{"pad": "' + b"x" * 10_000_000 + b'"}', "discriminator", None),
-        (rsvp_created().model_dump_json().encode(), "content type", "text/plain"),
-    ],
-    ids=[
-        "non-json",
-        "schema-invalid",
-        "no-message-id",
-        "unknown-type",
-        "future-schema-version",
-        "ten-megabytes",
-        "wrong-content-type",
-    ],
-)
+@pytest.mark.parametrize(("body", "complaint", "content_type"), MALFORMED, ids=MALFORMED_IDS)
 async def test_an_invalid_body_is_dead_lettered_with_the_reason_and_consuming_goes_on(
     fresh_broker: BrokerEnv,
     consumer: ConsumerRuntime,
@@ -277,13 +250,9 @@ async def test_an_invalid_body_is_dead_lettered_with_the_reason_and_consuming_go
     sent = followup_of(await next_followup(fresh_broker))
 
     assert mail.message["Message-ID"] == f"<{good.message_id}@rsvp.localhost>"
-    assert dead is not None
-    assert dead.message_id == bad_id
-    assert dead.body == body
-    assert dead.headers["x-fault-reason"] == "invalid_message"
-    assert dead.headers["x-exception-type"] == "InvalidMessageError"
-    assert complaint in str(dead.headers["x-exception-message"]).lower()
-    assert dead.headers["x-original-queue"] == QUEUE
+    assert_dead_lettered_as_invalid(
+        dead, message_id=bad_id, body=body, complaint=complaint, queue=QUEUE
+    )
     # an unreadable message names no RSVP, so there is no email.failed to publish
     assert sent.causation_id == good.message_id
     assert await next_followup(fresh_broker, timeout=0.3) is None
