@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.polling import wait_until
 from tests.support.ports import free_port
 from tests.support.processes import ROOT, reap
 
@@ -77,9 +78,17 @@ class Nginx:
             )
         return logged
 
-    def served(self, request_id: str) -> LoggedRequest:
-        """The log line of the request sent with ``X-Request-ID: request_id``."""
-        matches = [r for r in self.access_log() if r.request_id == request_id]
+    async def served(self, request_id: str, timeout: float = 10.0) -> LoggedRequest:
+        """The log line of the request sent with ``X-Request-ID: request_id``.
+
+        nginx logs a request once its answer is sent, so the client may read
+        the answer a moment before the line is written.
+        """
+
+        def logged() -> list[LoggedRequest]:
+            return [r for r in self.access_log() if r.request_id == request_id]
+
+        matches = await wait_until(logged, timeout=timeout, what=f"request {request_id} logged")
         assert len(matches) == 1, (request_id, matches)
         return matches[0]
 

@@ -25,6 +25,7 @@ import pytest
 
 from tests.support.api import create_event, register
 from tests.support.nginx import Nginx, nginx_in_front_of
+from tests.support.polling import wait_until
 from tests.support.replicas import (
     Replica,
     api_replicas,
@@ -86,7 +87,7 @@ async def on_another_replica(
     for _ in range(attempts):
         headers = traced()
         response = await send(headers)
-        served = balanced.nginx.served(headers["X-Request-ID"])
+        served = await balanced.nginx.served(headers["X-Request-ID"])
         if served.upstreams[-1] != than:
             return response, served.upstreams[-1]
     raise AssertionError(f"nginx sent {attempts} requests in a row to {than}")
@@ -101,7 +102,7 @@ async def test_requests_are_spread_over_both_replicas(balanced: Balanced) -> Non
             assert response.status_code == 200, response.text
             ids.append(headers["X-Request-ID"])
 
-    served = [balanced.nginx.served(request_id).upstreams for request_id in ids]
+    served = [(await balanced.nginx.served(request_id)).upstreams for request_id in ids]
     counts = {r.address: served.count((r.address,)) for r in balanced.replicas}
     assert counts == {r.address: 4 for r in balanced.replicas}, served
 
@@ -115,7 +116,7 @@ async def test_a_token_from_one_replica_works_on_the_other(balanced: Balanced) -
             "/auth/token", data={"username": email, "password": "correct horse"}, headers=headers
         )
         assert signed_in.status_code == 200, signed_in.text
-        issuer = balanced.nginx.served(headers["X-Request-ID"]).upstreams[-1]
+        issuer = (await balanced.nginx.served(headers["X-Request-ID"])).upstreams[-1]
         bearer = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
 
         response, used_on = await on_another_replica(
@@ -145,7 +146,7 @@ async def test_an_idempotency_key_replays_the_same_rsvp_on_the_other_replica(
 
         first_headers = traced()
         first = await answer(first_headers)
-        first_on = balanced.nginx.served(first_headers["X-Request-ID"]).upstreams[-1]
+        first_on = (await balanced.nginx.served(first_headers["X-Request-ID"])).upstreams[-1]
         again, again_on = await on_another_replica(balanced, answer, than=first_on)
 
     assert first.status_code == 201, first.text
@@ -174,7 +175,7 @@ async def test_limits_count_the_client_address_nginx_forwards(balanced: Balanced
         )
         other_client = await second.get("/events", params={"limit": 1})
 
-    replicas = {balanced.nginx.served(request_id).upstreams[-1] for request_id in sent}
+    replicas = {(await balanced.nginx.served(request_id)).upstreams[-1] for request_id in sent}
     assert replicas == {r.address for r in balanced.replicas}, "one count across replicas"
     assert spoofed.status_code == 429
     assert "retry-after" in spoofed.headers
@@ -231,7 +232,7 @@ async def test_nginx_resends_a_keyed_rsvp_answer_but_no_other_write(balanced: Ba
             for _ in range(4):
                 headers = traced()
                 response = await send(headers)
-                served = nginx.served(headers["X-Request-ID"])
+                served = await nginx.served(headers["X-Request-ID"])
                 if dying in served.upstreams:
                     return response, served
             raise AssertionError("nginx never chose the dying replica")
@@ -268,15 +269,16 @@ class Accepted:
 
 
 async def _answer_until_settled(
-    client: httpx.AsyncClient, event: dict[str, Any], user: dict[str, Any]
+    client: httpx.AsyncClient, event: dict[str, Any], user: dict[str, Any], sent: list[str]
 ) -> Accepted | None:
     """One RSVP as a careful client sends it: a key, and the same key again on a 502/503."""
     key = str(uuid.uuid4())
     for _ in range(5):
+        sent.append(uuid.uuid4().hex)
         response = await client.post(
             f"/events/{event['id']}/rsvps",
             json={"status": "going"},
-            headers=user["headers"] | {"Idempotency-Key": key},
+            headers=user["headers"] | {"Idempotency-Key": key, "X-Request-ID": sent[-1]},
         )
         if response.status_code in (200, 201):
             return Accepted(uuid.UUID(response.json()["id"]), response.status_code)
@@ -304,7 +306,7 @@ async def test_killing_a_replica_mid_load_loses_no_rsvp_and_nginx_stops_using_it
         async def worker() -> None:
             while not work.empty():
                 event, guest = work.get_nowait()
-                outcome = await _answer_until_settled(client, event, guest)
+                outcome = await _answer_until_settled(client, event, guest, sent)
                 if outcome is None:
                     refused.append((event["id"], guest["id"]))
                 else:
@@ -316,8 +318,14 @@ async def test_killing_a_replica_mid_load_loses_no_rsvp_and_nginx_stops_using_it
                     killed_at.append(time.monotonic())
 
         killed_at: list[float] = []
+        sent: list[str] = []
         await asyncio.gather(*(worker() for _ in range(8)))
         load_after_kill_s = time.monotonic() - killed_at[0]
+    # nginx logs a request just after answering it: wait for the last lines
+    await wait_until(
+        lambda: {r.request_id for r in balanced.nginx.access_log()} >= set(sent),
+        what="every RSVP answer logged",
+    )
 
     assert log_length_at_kill, "the replica was never killed"
     await victim.process.wait()
