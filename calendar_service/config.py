@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from calendar_service.ratelimit import parse_limit
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, split_url_list
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in prod
 
@@ -42,6 +42,7 @@ class Settings(ServiceSettings):
     metrics_public: bool = True
     #: The broker account of the admin API's dead-letter operations; unset, it
     #: is the ``RABBITMQ_MANAGEMENT_URL`` account (``ops``) on ``AMQP_URL``'s broker.
+    #: A comma-separated list of nodes, as ``AMQP_URL``.
     admin_amqp_url: str | None = None
 
     #: Longest a request waits for a database connection before it is answered
@@ -126,16 +127,20 @@ class Settings(ServiceSettings):
 
     @property
     def dead_letter_amqp_url(self) -> str:
-        """``AMQP_URL`` with the operator's user and password from ``RABBITMQ_MANAGEMENT_URL``."""
+        """``AMQP_URL`` (every node of it) as the ``RABBITMQ_MANAGEMENT_URL`` user (``ops``)."""
         if self.admin_amqp_url:
             return self.admin_amqp_url
-        operator, broker = urlsplit(self.rabbitmq_management_url), urlsplit(self.amqp_url)
+        operator = urlsplit(split_url_list(self.rabbitmq_management_url)[0])
         credentials = quote(unquote(operator.username or ""), safe="")
         if operator.password is not None:
             credentials += ":" + quote(unquote(operator.password), safe="")
-        host = broker.hostname or "127.0.0.1"
-        netloc = f"{credentials}@{host}" + (f":{broker.port}" if broker.port else "")
-        return urlunsplit((broker.scheme, netloc, broker.path, broker.query, ""))
+        nodes = []
+        for node in split_url_list(self.amqp_url):
+            broker = urlsplit(node)
+            host = broker.hostname or "127.0.0.1"
+            netloc = f"{credentials}@{host}" + (f":{broker.port}" if broker.port else "")
+            nodes.append(urlunsplit((broker.scheme, netloc, broker.path, broker.query, "")))
+        return ",".join(nodes)
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Settings:
