@@ -122,6 +122,13 @@ class ManagementClient:
         )
         return result
 
+    async def connections(self, vhost: str) -> list[dict[str, Any]]:
+        """The client connections to ``vhost``: ``name`` (``connection_name``), ``node``…"""
+        result: list[dict[str, Any]] = await self._request(
+            "GET", f"/vhosts/{quote(vhost, safe='')}/connections"
+        )
+        return result
+
     async def set_operator_policy(self, vhost: str, name: str, policy: dict[str, Any]) -> None:
         """An operator policy: caps (e.g. max-length) that win over queue arguments."""
         path = f"/operator-policies/{quote(vhost, safe='')}/{quote(name, safe='')}"
