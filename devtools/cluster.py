@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -89,8 +90,11 @@ class Cluster:
 
     # -- commands -----------------------------------------------------------------
 
+    def _home(self, node: Node) -> Path:
+        return self.base / node.name.split("@")[0]
+
     def _env(self, node: Node) -> dict[str, str]:
-        home = self.base / node.name.split("@")[0]
+        home = self._home(node)
         return {
             **os.environ,
             "HOME": str(self.base),  # the cookie: $HOME/.erlang.cookie, shared by the nodes
@@ -144,6 +148,11 @@ class Cluster:
     def stop_app(self, node: Node) -> None:
         self.ctl(node, "stop_app")
 
+    def kill(self, node: Node) -> None:
+        """SIGKILL the node's Erlang runtime, as a crash or a machine lost would; no goodbye."""
+        pid = int((self._home(node) / "rabbit.pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+
     def start_app(self, node: Node) -> None:
         self.ctl(node, "start_app")
         self._wait_running([node])
@@ -151,7 +160,7 @@ class Cluster:
     # -- up and down --------------------------------------------------------------
 
     def _write_files(self, node: Node) -> None:
-        home = self.base / node.name.split("@")[0]
+        home = self._home(node)
         home.mkdir(parents=True, exist_ok=True)
         (home / "rabbitmq.conf").write_text(
             f"management.tcp.ip = 127.0.0.1\n"
@@ -163,7 +172,7 @@ class Cluster:
 
     def _start(self, node: Node) -> None:
         self._write_files(node)
-        log = (self.base / f"{node.name.split('@')[0]}.out").open("ab")
+        log = self._home(node).with_suffix(".out").open("ab")
         with log:
             # a detached server: it outlives this command; `down` stops it
             subprocess.Popen(  # noqa: S603  (a fixed program, no arguments)

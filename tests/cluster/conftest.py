@@ -57,9 +57,7 @@ async def cluster_broker(cluster: Cluster) -> AsyncIterator[ClusterBroker]:
     async with ManagementClient(cluster.management_urls()) as admin:
         await admin.import_definitions(definitions)
     yield ClusterBroker(cluster, vhost)
-    # a node the test stopped comes back, so the next test starts with three
-    for node in cluster.nodes:
-        if not await asyncio.to_thread(cluster.is_running, node):
-            await asyncio.to_thread(cluster.start_app, node)
+    # a node the test stopped or killed comes back, so the next test starts with three
+    await asyncio.to_thread(cluster.up)
     async with ManagementClient(cluster.management_urls()) as admin:
         await admin.delete_vhost(vhost)

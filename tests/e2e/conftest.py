@@ -28,6 +28,8 @@ async def system(
             ("PUSH", "push"),
         )
     }
+    # the admin API and the dead-letter archiver work as ops, on this run's vhost too
     broker_env["API__ADMIN_AMQP_URL"] = fresh_broker.amqp_url("ops")
+    broker_env["DEADLETTERS__ADMIN_AMQP_URL"] = fresh_broker.amqp_url("ops")
     async with running_system(system_database, broker_env, mail) as running:
         yield running
