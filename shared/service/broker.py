@@ -39,8 +39,8 @@ class FailoverConnection(aio_pika.RobustConnection):
     lost and when an attempt to open one fails; either way the next attempt
     of its reconnect loop goes to the next node in the list. Channels,
     consumers and QoS are restored on the new node by aio-pika as usual.
-    Connection options (``heartbeat``, ``reconnect_interval``…) are read
-    from the first URL's query.
+    Options in a URL's query (``heartbeat``, ``reconnect_interval``…) are
+    read from the URL it starts with: give every node the same.
     """
 
     def __init__(self, urls: Sequence[str], *, first: int = 0, **kwargs: Any) -> None:

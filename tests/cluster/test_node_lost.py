@@ -43,8 +43,8 @@ GUESTS = 6
 EVENTS = 40
 #: RSVPs posted per second, whatever the answers take (240 RSVPs in 24 s).
 RATE_PER_S = 10.0
-#: When the leading node is stopped, after the first RSVP.
-STOP_AFTER_S = 8.0
+#: When the leading node is lost, after the first RSVP.
+LOSS_AFTER_S = 8.0
 #: Longest an RSVP accepted after the stop may wait for its email or push.
 RECOVERY_BOUND_S = 30.0
 #: Longest everything may take to arrive once the last RSVP is in.
@@ -143,10 +143,10 @@ async def test_losing_the_node_that_leads_the_work_queues_loses_and_doubles_noth
 
         stamping = asyncio.create_task(stamp_mail_arrivals(mail, arrivals))
         started = time.monotonic()
-        lost_at = started + STOP_AFTER_S
+        lost_at = started + LOSS_AFTER_S
 
         async def lose_leader() -> None:
-            await asyncio.sleep(STOP_AFTER_S)
+            await asyncio.sleep(LOSS_AFTER_S)
             await asyncio.to_thread(LOSSES[loss], cluster_broker.cluster, leader)
 
         plan = [(event, guest) for event in events for guest in guests]
@@ -185,7 +185,7 @@ async def test_losing_the_node_that_leads_the_work_queues_loses_and_doubles_noth
     after = [v for k, v in mail_latency.items() if accepted[k] >= lost_at]
     before = [v for k, v in mail_latency.items() if accepted[k] < lost_at]
     print(
-        f"\ncluster node lost ({loss}): {leader.name} {STOP_AFTER_S:.0f}s into "
+        f"\ncluster node lost ({loss}): {leader.name} {LOSS_AFTER_S:.0f}s into "
         f"{len(plan)} RSVPs at {RATE_PER_S:.0f}/s; work queues now led by {new_leader.name}\n"
         f"  accepted {len(accepted)}, emails {sum(emails.values())}, pushes "
         f"{sum(pushes.values())}, lost 0, doubled 0\n"
