@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e \
+.PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e test-cluster \
         lint fmt schemas browser monitoring nginx definitions up up-prod down bench dashboard-snapshot vapid-keys clean
 
 help: ## list the targets
@@ -62,6 +62,9 @@ nginx: venv ## Debian's nginx for the load-balancer test (apt-get when root)
 
 test-e2e: services browser monitoring ## end-to-end tests of the running system
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-cluster: services ## a broker node lost under load, on a 3-node RabbitMQ cluster (not in `make test`)
+	$(PY) -m pytest tests/cluster -s $(PYTEST_ARGS)
 
 lint: venv ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

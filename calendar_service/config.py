@@ -10,7 +10,7 @@ from pydantic_settings import NoDecode
 
 from calendar_service.ratelimit import parse_limit
 from shared.production import admin_emails_given, development_jwt_secret, development_password
-from shared.settings import ServiceSettings, with_asyncpg_driver
+from shared.settings import ServiceSettings, split_url_list, with_asyncpg_driver
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in prod
 #: The broker account of the admin API's replays: it may only publish (shared/messaging/topology).
@@ -53,6 +53,7 @@ class Settings(ServiceSettings):
     #: The broker account the admin API replays dead letters with; unset, ``dlq-admin``
     #: (its development password) on ``AMQP_URL``'s broker and vhost. Never ``ops``: the
     #: internet-facing API holds an account that can only publish replays.
+    #: A comma-separated list of nodes, as ``AMQP_URL``.
     admin_amqp_url: str | None = None
 
     #: Longest a request waits for a database connection before it is answered
@@ -164,11 +165,14 @@ class ApiSettings(Settings):
 
 
 def with_credentials(url: str, user: str, password: str | None) -> str:
-    """``url`` (its broker, port and vhost) logging in as ``user``."""
-    parts = urlsplit(url)
+    """``url`` (its brokers, ports and vhost: every node of a list) logging in as ``user``."""
     credentials = quote(unquote(user), safe="")
     if password is not None:
         credentials += ":" + quote(unquote(password), safe="")
-    host = parts.hostname or "127.0.0.1"
-    netloc = f"{credentials}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    nodes = []
+    for node in split_url_list(url):
+        parts = urlsplit(node)
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"{credentials}@{host}" + (f":{parts.port}" if parts.port else "")
+        nodes.append(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+    return ",".join(nodes)

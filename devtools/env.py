@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.management import ManagementClient, ManagementError
 from shared.messaging.definitions import DEFINITIONS_PATH
+from shared.settings import split_url_list
 
 REQUIRED_PLUGINS = (
     "rabbitmq_management",
@@ -122,7 +123,7 @@ async def _management_plugins(url: str) -> set[str] | None:
 
 
 async def _check_rabbitmq(settings: EnvSettings) -> Missing | None:
-    amqp = urlsplit(settings.amqp_url)
+    amqp = urlsplit(split_url_list(settings.amqp_url)[0])
     host, port = amqp.hostname or "127.0.0.1", amqp.port or 5672
     if not _port_open(host, port):
         return Missing(

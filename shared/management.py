@@ -2,7 +2,8 @@
 
 Used for what AMQP cannot do: loading definitions, queue depths for the
 admin pages and readiness, and throw-away vhosts in tests. Credentials come
-from the URL (``http://user:password@host:15672``).
+from the URL (``http://user:password@host:15672``); a comma-separated list
+names several nodes of a cluster.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+
+from shared.settings import split_url_list
 
 
 class ManagementError(RuntimeError):
@@ -30,9 +33,18 @@ def _split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
 
 
 class ManagementClient:
+    """The management API of one node, or of the first answering node of a list.
+
+    ``url`` may name several nodes of a cluster, comma-separated (as
+    ``RABBITMQ_MANAGEMENT_URL`` may): a request goes to the node that
+    answered last, and moves on to the next when that one cannot be reached.
+    Any node of a cluster answers for the whole cluster.
+    """
+
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        base_url, auth = _split_credentials(url)
-        self._http = httpx.AsyncClient(base_url=f"{base_url}/api", auth=auth, timeout=timeout)
+        self._nodes = [_split_credentials(node) for node in split_url_list(url)]
+        self._current = 0
+        self._http = httpx.AsyncClient(timeout=timeout)
 
     async def __aenter__(self) -> Self:
         return self
@@ -48,11 +60,27 @@ class ManagementClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer of the first node that can be reached, from the one that answered last."""
+        unreachable: list[str] = []
+        for step in range(len(self._nodes)):
+            index = (self._current + step) % len(self._nodes)
+            base_url, auth = self._nodes[index]
+            try:
+                response = await self._http.request(
+                    method, f"{base_url}/api{path}", auth=auth, **kwargs
+                )
+            except httpx.TransportError as exc:
+                unreachable.append(f"{base_url}: {exc!r}")
+                continue
+            except httpx.HTTPError as exc:
+                raise ManagementError(f"management API failed: {exc!r}") from exc
+            self._current = index
+            return response
+        raise ManagementError("management API unreachable: " + "; ".join(unreachable))
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ManagementError(f"management API unreachable: {exc!r}") from exc
+        response = await self._send(method, path, **kwargs)
         if response.status_code >= 400:
             raise ManagementError(
                 f"{method} {path} answered {response.status_code}: {response.text[:300]}"
@@ -91,6 +119,13 @@ class ManagementClient:
     async def queues(self, vhost: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._request(
             "GET", f"/queues/{quote(vhost, safe='')}"
+        )
+        return result
+
+    async def connections(self, vhost: str) -> list[dict[str, Any]]:
+        """The client connections to ``vhost``: ``name`` (``connection_name``), ``node``…"""
+        result: list[dict[str, Any]] = await self._request(
+            "GET", f"/vhosts/{quote(vhost, safe='')}/connections"
         )
         return result
 

@@ -8,6 +8,7 @@ service builds its Settings object once at start-up and passes it down.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,25 @@ def with_asyncpg_driver(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url.removeprefix(prefix)
     return url
+
+
+def split_url_list(value: str) -> tuple[str, ...]:
+    """The URLs of a comma-separated list, in order (``AMQP_URL`` naming every node of a cluster).
+
+    A comma inside a password is written ``%2C``, as any reserved character in a URL.
+    """
+    urls = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not urls:
+        raise ValueError("no URL given")
+    return urls
+
+
+def _url_list_of(schemes: tuple[str, ...], value: str) -> str:
+    urls = split_url_list(value)
+    for url in urls:
+        if urlsplit(url).scheme not in schemes:
+            raise ValueError(f"{url.split('@')[-1]!r}: the scheme must be {' or '.join(schemes)}")
+    return ",".join(urls)
 
 
 class ServiceSettings(BaseSettings):
@@ -42,13 +62,26 @@ class ServiceSettings(BaseSettings):
     #: Longest opening one database connection, or waiting for a free one in a pool, may take.
     db_connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
+    #: One broker URL, or a comma-separated list naming every node of a cluster:
+    #: a process connects to the first that answers and moves to the next when it is lost.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/rsvp"
+    #: One management URL, or a comma-separated list (the first that answers is used).
     rabbitmq_management_url: str = "http://ops:ops@127.0.0.1:15672"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     #: Port of the small HTTP server with /healthz, /readyz and /metrics that
     #: background processes serve; 0 picks a free port, None uses the default.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url_list(cls, value: str) -> str:
+        return _url_list_of(("amqp", "amqps"), value)
+
+    @field_validator("rabbitmq_management_url")
+    @classmethod
+    def _management_url_list(cls, value: str) -> str:
+        return _url_list_of(("http", "https"), value)
 
     @field_validator("database_url")
     @classmethod

@@ -8,7 +8,8 @@ own database, removed again at the end, so runs never see each other.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,17 @@ from tests.support.services import (
     own_vhost,
     sweep_stale_vhosts,
 )
+from tests.support.smtp import SmtpSink
+
+CLUSTER_TESTS = Path(__file__).parent / "cluster"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/cluster (a three-node cluster of its own) runs only when named: `make test-cluster`."""
+    if collection_path != CLUSTER_TESTS:
+        return None
+    named = (config.invocation_params.dir / arg.split("::")[0] for arg in config.args)
+    return not any(CLUSTER_TESTS in (path.resolve(), *path.resolve().parents) for path in named)
 
 
 @pytest.fixture(scope="session")
@@ -47,5 +59,19 @@ async def fresh_broker(env_settings: EnvSettings) -> AsyncIterator[BrokerEnv]:
 @pytest.fixture(scope="session")
 async def database_url(env_settings: EnvSettings) -> AsyncIterator[str]:
     """The run's own database, migrated to head by the real alembic migrations."""
+    async with own_database(env_settings) as url:
+        yield url
+
+
+@pytest.fixture
+def mail() -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) that keeps what it receives."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+async def system_database(env_settings: EnvSettings) -> AsyncIterator[str]:
+    """A database of its own: rows other tests left in the outbox must not reach this sink."""
     async with own_database(env_settings) as url:
         yield url

@@ -33,6 +33,7 @@ from shared.service.backoff import Backoff, sleep_unless_stopped
 from shared.service.broker import connect_broker
 from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service, run_until_stopped
+from shared.settings import split_url_list
 
 log = logging.getLogger(__name__)
 DEFAULT_METRICS_PORT = 9106
@@ -55,7 +56,7 @@ class ArchiverSettings(Settings):
     def archiver_amqp_url(self) -> str:
         """``AMQP_URL``'s broker and vhost as ``RABBITMQ_MANAGEMENT_URL``'s user (``ops``),
         the operator account that may read every DLQ."""
-        operator = urlsplit(self.rabbitmq_management_url)
+        operator = urlsplit(split_url_list(self.rabbitmq_management_url)[0])
         return with_credentials(self.amqp_url, operator.username or "", operator.password)
 
     def production_problems(self) -> list[str | None]:

@@ -18,7 +18,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustConnection
 
@@ -36,6 +35,7 @@ from shared.dlq.ratelimit import TokenBucket
 from shared.dlq.selection import DeadLetter, Filter
 from shared.messaging.publisher import PublishNotConfirmed
 from shared.messaging.topology import dead_letter_queues
+from shared.service.broker import open_broker_connection
 
 #: How long a pass waits for another pass over the same queue to end before refusing.
 BUSY_WAIT_S = 5.0
@@ -161,9 +161,7 @@ class DeadLetterOffice:
     async def _connected(self) -> AbstractRobustConnection:
         async with self._connecting:
             if self._connection is None or self._connection.is_closed:
-                self._connection = await aio_pika.connect_robust(
-                    self._amqp_url, client_properties={"connection_name": self._name}
-                )
+                self._connection = await open_broker_connection(self._amqp_url, self._name)
             return self._connection
 
     async def _pass(

@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractRobustConnection
 from shared.dlq import audit, queries
 from shared.dlq.queries import StoreFilter
 from shared.dlq.replays import ABANDONED_AFTER_S, FINISH, ReplayJob, ReplayOrder
+from shared.service.broker import open_broker_connection
 
 START_REPLAY = """
 INSERT INTO dead_letter_replays (id, actor, selection, route, rate, stop_if_failing, state, matched)
@@ -111,9 +112,7 @@ class DeadLetterStore:
     async def _broker_connection(self) -> AbstractRobustConnection:
         async with self._opening:
             if self._broker is None or self._broker.is_closed:
-                self._broker = await aio_pika.connect_robust(
-                    self._amqp_url, client_properties={"connection_name": self._name}
-                )
+                self._broker = await open_broker_connection(self._amqp_url, self._name)
             return self._broker
 
     async def page(

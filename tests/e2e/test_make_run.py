@@ -9,9 +9,9 @@ from functools import partial
 import httpx
 import pytest
 
-from tests.e2e.conftest import READY_TIMEOUT_S, RunningSystem
 from tests.support.api import PUSH_SUBSCRIPTIONS, create_event, register
 from tests.support.polling import until
+from tests.support.system import READY_TIMEOUT_S, RunningSystem
 
 #: Room for the system's start (READY_TIMEOUT_S), the test's own waits and a clean stop.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]

@@ -21,6 +21,7 @@ from calendar_service.migrate import upgrade_async
 from devtools.env import EnvSettings, _postgres_dsn
 from shared.management import ManagementClient
 from shared.messaging.definitions import DEFINITIONS_PATH, retarget
+from shared.settings import split_url_list
 
 PREFIX = "rsvp_test_"
 STALE_AFTER_S = 3 * 3600
@@ -59,7 +60,7 @@ async def create_broker_vhost(settings: EnvSettings, name: str | None = None) ->
     )
     async with ManagementClient(settings.rabbitmq_admin_url) as admin:
         await admin.import_definitions(definitions)
-    amqp = urlsplit(settings.amqp_url)
+    amqp = urlsplit(split_url_list(settings.amqp_url)[0])
     return BrokerEnv(
         vhost=vhost,
         host=amqp.hostname or "127.0.0.1",
