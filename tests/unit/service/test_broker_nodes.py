@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from calendar_service.config import Settings
+from calendar_service.deadletters.archiver import ArchiverSettings
 from shared.service.backoff import Backoff
 from shared.service.broker import (
     UNREACHABLE,
@@ -54,11 +55,20 @@ def test_settings_refuse_a_list_with_a_url_that_is_not_amqp() -> None:
         ServiceSettings(amqp_url=f"{A},http://calendar:calendar@10.0.0.2:15672")
 
 
-def test_the_dead_letter_account_is_used_on_every_node() -> None:
-    settings = Settings(
+def test_the_replay_account_is_used_on_every_node() -> None:
+    settings = Settings(amqp_url=f"{A},{C}")
+
+    assert settings.dead_letter_amqp_url == (
+        "amqp://dlq-admin:dlq-admin@10.0.0.1:5672/rsvp,amqp://dlq-admin:dlq-admin@10.0.0.3/rsvp"
+    )
+
+
+def test_the_archiver_reads_as_the_operator_on_every_node() -> None:
+    settings = ArchiverSettings(
         amqp_url=f"{A},{C}", rabbitmq_management_url="http://ops:s%40fe@10.0.0.9:15672"
     )
-    assert settings.dead_letter_amqp_url == (
+
+    assert settings.archiver_amqp_url == (
         "amqp://ops:s%40fe@10.0.0.1:5672/rsvp,amqp://ops:s%40fe@10.0.0.3/rsvp"
     )
 
