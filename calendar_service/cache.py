@@ -9,18 +9,33 @@ wait together and go in the next one. Each writer still waits until its key
 is deleted before it answers, so a client that reads after its 2xx never sees
 the counts from before its write; only the cost is shared (one Redis command
 per batch instead of one per request, about a sixth of the RSVP route's CPU).
+
+A miss is rebuilt once, not once per reader (:meth:`EventCache.read_through`):
+readers in one process share one load, and across replicas a short Redis lock
+lets one rebuild while the others watch the key fill. So a hot event's expiry
+costs one database read, not one per concurrent request. With Redis away,
+every process reads the database, one load per key at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as redis
 
 log = logging.getLogger(__name__)
 EVENT_TTL_S = 30
+#: How long a rebuild may hold its key's lock; a replica that dies holding it costs this much.
+REBUILD_LOCK_S = 2.0
+#: How often a reader waiting on another replica's rebuild looks at the key again.
+REBUILD_POLL_S = 0.005
+
+#: Builds an entry from the database; None when there is nothing (not cached).
+Loader = Callable[[], Awaitable[bytes | None]]
 
 
 class EventCache:
@@ -30,28 +45,86 @@ class EventCache:
         self._pending: set[str] = set()
         self._next_batch: asyncio.Future[None] | None = None
         self._sender: asyncio.Task[None] | None = None
+        #: the rebuild in flight per key, joined by every reader that misses meanwhile
+        self._rebuilds: dict[str, asyncio.Task[bytes | None]] = {}
 
     @staticmethod
     def _key(event_id: uuid.UUID) -> str:
         return f"event:v1:{event_id}"
 
-    async def get(self, event_id: uuid.UUID) -> bytes | None:
+    async def read_through(self, event_id: uuid.UUID, load: Loader) -> tuple[bytes | None, bool]:
+        """The entry and whether it was a hit; on a miss, one rebuild serves every reader."""
+        key = self._key(event_id)
+        redis_up = True
         try:
-            value = await self._redis.get(self._key(event_id))
+            value = await self._redis.get(key)
         except redis.RedisError as exc:
             log.warning("cache read failed, reading the database: %r", exc)
-            return None
-        return value if isinstance(value, bytes) else None
+            value, redis_up = None, False
+        if isinstance(value, bytes):
+            return value, True
+        rebuild = self._rebuilds.get(key)
+        if rebuild is None:
+            rebuild = asyncio.create_task(self._rebuild(key, load, redis_up))
+            self._rebuilds[key] = rebuild
+            rebuild.add_done_callback(lambda done: self._forget_rebuild(key, done))
+        # shielded: a reader that goes away must not cancel the others' rebuild
+        return await asyncio.shield(rebuild), False
 
-    async def put(self, event_id: uuid.UUID, body: bytes) -> None:
+    def _forget_rebuild(self, key: str, done: asyncio.Task[bytes | None]) -> None:
+        if self._rebuilds.get(key) is done:
+            del self._rebuilds[key]
+
+    async def _rebuild(self, key: str, load: Loader, redis_up: bool) -> bytes | None:
+        lock = self._redis.lock(f"{key}:rebuild", timeout=REBUILD_LOCK_S, blocking=False)
+        locked = False
+        if redis_up:
+            try:
+                locked = bool(await lock.acquire())
+                if not locked:
+                    built = await self._built_elsewhere(key)
+                    if built is not None:
+                        return built
+            except redis.RedisError as exc:
+                log.warning("cache rebuild lock failed, reading the database: %r", exc)
+                redis_up = False
         try:
-            await self._redis.set(self._key(event_id), body, ex=EVENT_TTL_S)
+            body = await load()
+            # an invalidation meanwhile forgot this rebuild: its body may predate that write
+            if body is not None and redis_up and self._rebuilds.get(key) is asyncio.current_task():
+                await self._put(key, body)
+            return body
+        finally:
+            if locked:
+                try:
+                    await lock.release()
+                except redis.RedisError as exc:  # expired meanwhile, or Redis went away
+                    log.warning("cache rebuild lock release failed: %r", exc)
+
+    async def _built_elsewhere(self, key: str) -> bytes | None:
+        """The entry another replica is rebuilding, once it lands (None if it does not in time)."""
+        deadline = time.monotonic() + REBUILD_LOCK_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(REBUILD_POLL_S)
+            value = await self._redis.get(key)
+            if isinstance(value, bytes):
+                return value
+            if not await self._redis.exists(f"{key}:rebuild"):
+                break  # the holder found nothing to cache, or gave up: read it ourselves
+        return None
+
+    async def _put(self, key: str, body: bytes) -> None:
+        try:
+            await self._redis.set(key, body, ex=EVENT_TTL_S)
         except redis.RedisError as exc:
             log.warning("cache write failed: %r", exc)
 
     async def invalidate(self, event_id: uuid.UUID) -> None:
         """Return once the entry is deleted (or Redis failed and it expires by itself)."""
-        self._pending.add(self._key(event_id))
+        key = self._key(event_id)
+        # a rebuild that started before this write must not serve (or cache) later readers
+        self._rebuilds.pop(key, None)
+        self._pending.add(key)
         batch = self._next_batch
         if batch is None:
             batch = self._next_batch = asyncio.get_running_loop().create_future()

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import RowMapping
 
-from calendar_service.api.deps import CacheDep, CurrentUser, UowDep
+from calendar_service.api.deps import CacheDep, ContainerDep, CurrentUser, UowDep
 from calendar_service.api.fields import PlainText, UtcDateTime
 from calendar_service.api.pagination import decode_cursor, encode_cursor
+from calendar_service.db.uow import UnitOfWork
 from calendar_service.errors import NotFound
 from calendar_service.usecases import events as event_usecases
 
@@ -131,13 +132,21 @@ async def list_events(
 
 
 @router.get("/{event_id}", response_model=EventDetail)
-async def get_event(event_id: uuid.UUID, uow: UowDep, cache: CacheDep) -> Response:
-    cached = await cache.get(event_id)
-    if cached is not None:
-        return Response(cached, media_type="application/json", headers={"x-cache": "hit"})
-    row = await uow.events.get(event_id)
-    if row is None:
+async def get_event(event_id: uuid.UUID, container: ContainerDep, cache: CacheDep) -> Response:
+    """The event with its RSVP counts; a miss is rebuilt once however many read it meanwhile.
+
+    No unit of work as a dependency: a hit needs no database connection, and
+    readers waiting on a rebuild must not hold pool connections meanwhile.
+    """
+
+    async def from_database() -> bytes | None:
+        async with UnitOfWork(container.engine) as uow:
+            row = await uow.events.get(event_id)
+        return None if row is None else _detail(row).model_dump_json().encode()
+
+    body, hit = await cache.read_through(event_id, from_database)
+    if body is None:
         raise NotFound("event")
-    body = _detail(row).model_dump_json().encode()
-    await cache.put(event_id, body)
-    return Response(body, media_type="application/json", headers={"x-cache": "miss"})
+    return Response(
+        body, media_type="application/json", headers={"x-cache": "hit" if hit else "miss"}
+    )
