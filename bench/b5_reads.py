@@ -114,7 +114,7 @@ async def fixtures(dsn: str, requests: int, posts: int) -> dict[str, Any]:
             encode_cursor(*(await _row(db, EVENT_AT, offset)))
             for offset in sorted(random.sample(range(events // 2, events - 30), 40))
         ]
-        cold = [r["id"] for r in await db.fetch(COLD_EVENTS, requests + 20)]
+        cold = [r["id"] for r in await db.fetch(COLD_EVENTS, requests + 100)]
         attendees = [r["id"] for r in await db.fetch(ATTENDEES, posts)]
     finally:
         await db.close()

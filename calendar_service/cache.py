@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as redis
+from redis.exceptions import LockError
 
 log = logging.getLogger(__name__)
 EVENT_TTL_S = 30
@@ -52,6 +53,10 @@ class EventCache:
     def _key(event_id: uuid.UUID) -> str:
         return f"event:v1:{event_id}"
 
+    @staticmethod
+    def _lock_key(key: str) -> str:
+        return f"{key}:rebuild"
+
     async def read_through(self, event_id: uuid.UUID, load: Loader) -> tuple[bytes | None, bool]:
         """The entry and whether it was a hit; on a miss, one rebuild serves every reader."""
         key = self._key(event_id)
@@ -76,7 +81,7 @@ class EventCache:
             del self._rebuilds[key]
 
     async def _rebuild(self, key: str, load: Loader, redis_up: bool) -> bytes | None:
-        lock = self._redis.lock(f"{key}:rebuild", timeout=REBUILD_LOCK_S, blocking=False)
+        lock = self._redis.lock(self._lock_key(key), timeout=REBUILD_LOCK_S, blocking=False)
         locked = False
         if redis_up:
             try:
@@ -98,7 +103,9 @@ class EventCache:
             if locked:
                 try:
                     await lock.release()
-                except redis.RedisError as exc:  # expired meanwhile, or Redis went away
+                except LockError:  # expired, or a write took it away: the next rebuild's now
+                    log.debug("cache rebuild lock was gone at release")
+                except redis.RedisError as exc:
                     log.warning("cache rebuild lock release failed: %r", exc)
 
     async def _built_elsewhere(self, key: str) -> bytes | None:
@@ -109,7 +116,7 @@ class EventCache:
             value = await self._redis.get(key)
             if isinstance(value, bytes):
                 return value
-            if not await self._redis.exists(f"{key}:rebuild"):
+            if not await self._redis.exists(self._lock_key(key)):
                 break  # the holder found nothing to cache, or gave up: read it ourselves
         return None
 
@@ -122,9 +129,10 @@ class EventCache:
     async def invalidate(self, event_id: uuid.UUID) -> None:
         """Return once the entry is deleted (or Redis failed and it expires by itself)."""
         key = self._key(event_id)
-        # a rebuild that started before this write must not serve (or cache) later readers
+        # a rebuild that started before this write must not serve (or cache) later readers,
+        # nor hold them back: its lock goes with the entry
         self._rebuilds.pop(key, None)
-        self._pending.add(key)
+        self._pending.update((key, self._lock_key(key)))
         batch = self._next_batch
         if batch is None:
             batch = self._next_batch = asyncio.get_running_loop().create_future()

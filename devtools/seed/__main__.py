@@ -140,7 +140,7 @@ async def seed_database(
             for table, columns, chunks in tables:
                 await load.copy(connection, table, columns, chunks, freeze=fresh)
             timings["copy_s"] = time.perf_counter() - started
-            await load.rebuild(connection, objects, bars.steps("keys and indexes", len(objects)))
+            await load.rebuild(connection, objects, bars.steps("indexes", len(objects)))
         timings["indexes_s"] = time.perf_counter() - started - timings["copy_s"]
         analyzed = time.perf_counter()
         names = ", ".join(f'"{t}"' for t in load.TABLES)

@@ -122,7 +122,8 @@ def events(seed: Seed, counts: dict[int, list[int]], progress: Progress) -> Iter
     prefix, users_prefix = seed.id_prefix("events"), seed.id_prefix("users")
 
     def lines() -> Iterator[str]:
-        for plan in seed.plans:
+        # in id order, so the primary key grows at its right edge
+        for plan in sorted(seed.plans, key=lambda p: p.index):
             seats, going, maybe, declined = counts[plan.index]
             opened = seed.origin + plan.opened_at * TICK
             starts = opened + timedelta(days=rng.randrange(7, 400), hours=rng.randrange(8, 22))

@@ -149,3 +149,38 @@ async def test_with_redis_away_concurrent_readers_share_one_database_read(
     assert reads_for_ten == 1
     assert later.headers["x-cache"] == "miss"  # nothing could be cached: read again
     assert replica.event_reads == 2
+
+
+async def test_a_reader_after_a_write_does_not_join_a_rebuild_that_started_before_it(
+    calendar_settings: Settings,
+) -> None:
+    import uuid
+
+    import redis.asyncio as redis
+
+    from calendar_service.cache import EventCache
+
+    client = redis.Redis.from_url(calendar_settings.redis_url)
+    cache, event_id = EventCache(client), uuid.uuid4()
+    before_the_write, release = [b'{"going": 1}', b'{"going": 2}'], asyncio.Event()
+    loads: list[bytes] = []
+
+    async def load() -> bytes | None:
+        body = before_the_write[len(loads)]
+        loads.append(body)
+        if len(loads) == 1:
+            await release.wait()  # the first rebuild reads, then stalls past the write
+        return body
+
+    async with client:
+        early = asyncio.create_task(cache.read_through(event_id, load))
+        await _until(lambda: len(loads) == 1, "the first rebuild has read")
+        await cache.invalidate(event_id)  # a write committed meanwhile
+        late, _ = await cache.read_through(event_id, load)
+        release.set()
+        early_body, _ = await early
+        cached = await client.get(f"event:v1:{event_id}")
+        await client.delete(f"event:v1:{event_id}")
+
+    assert early_body == b'{"going": 1}'
+    assert late == cached == b'{"going": 2}'  # the stale rebuild was neither joined nor cached
