@@ -49,6 +49,15 @@ async def get_uow(container: ContainerDep) -> AsyncIterator[UnitOfWork]:
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 
 
+async def get_reader(container: ContainerDep) -> AsyncIterator[UnitOfWork]:
+    """A read-only unit of work: no transaction, so two round trips fewer per read."""
+    async with UnitOfWork(container.engine, read_only=True) as uow:
+        yield uow
+
+
+ReaderDep = Annotated[UnitOfWork, Depends(get_reader)]
+
+
 async def get_cache(container: ContainerDep) -> EventCache:
     return container.cache
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import RowMapping
 
-from calendar_service.api.deps import CacheDep, ContainerDep, CurrentUser, UowDep
+from calendar_service.api.deps import CacheDep, ContainerDep, CurrentUser, ReaderDep, UowDep
 from calendar_service.api.fields import PlainText, UtcDateTime
 from calendar_service.api.pagination import decode_cursor, encode_cursor
 from calendar_service.db.uow import UnitOfWork
@@ -120,7 +120,7 @@ async def change_event(
 
 @router.get("", response_model=EventPage)
 async def list_events(
-    uow: UowDep,
+    uow: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> EventPage:
@@ -140,7 +140,7 @@ async def get_event(event_id: uuid.UUID, container: ContainerDep, cache: CacheDe
     """
 
     async def from_database() -> bytes | None:
-        async with UnitOfWork(container.engine) as uow:
+        async with UnitOfWork(container.engine, read_only=True) as uow:
             row = await uow.events.get(event_id)
         return None if row is None else _detail(row).model_dump_json().encode()
 

@@ -14,6 +14,7 @@ from calendar_service.api.deps import (
     CacheDep,
     ContainerDep,
     CurrentUser,
+    ReaderDep,
     ResendQuota,
     RsvpChanger,
     UowDep,
@@ -120,7 +121,7 @@ async def answer(
 async def list_rsvps(
     event_id: uuid.UUID,
     caller: CurrentUser,
-    uow: UowDep,
+    uow: ReaderDep,
     status_filter: Annotated[
         Literal["going", "maybe", "declined", "cancelled"] | None, Query(alias="status")
     ] = None,
