@@ -83,24 +83,31 @@ class EventCache:
     async def _rebuild(self, key: str, load: Loader, redis_up: bool) -> bytes | None:
         lock = self._redis.lock(self._lock_key(key), timeout=REBUILD_LOCK_S, blocking=False)
         locked = False
-        if redis_up:
+        give_up_at = time.monotonic() + 2 * REBUILD_LOCK_S
+        while redis_up and not locked:
             try:
                 locked = bool(await lock.acquire())
                 if not locked:
                     built = await self._built_elsewhere(key)
                     if built is not None:
                         return built
+                    if time.monotonic() > give_up_at:
+                        break  # nobody could build it in time: read it ourselves
+                    # the holder let go without an entry (or its lock expired): try again
             except redis.RedisError as exc:
                 log.warning("cache rebuild lock failed, reading the database: %r", exc)
                 redis_up = False
+        cached = False
         try:
             body = await load()
             # an invalidation meanwhile forgot this rebuild: its body may predate that write
             if body is not None and redis_up and self._rebuilds.get(key) is asyncio.current_task():
-                await self._put(key, body)
+                cached = await self._put(key, body)
             return body
         finally:
-            if locked:
+            # Once the entry is in, the lock may simply expire (one round trip fewer): the
+            # next miss comes after the entry's TTL, or after a write, which deletes both.
+            if locked and not cached:
                 try:
                     await lock.release()
                 except LockError:  # expired, or a write took it away: the next rebuild's now
@@ -117,14 +124,16 @@ class EventCache:
             if isinstance(value, bytes):
                 return value
             if not await self._redis.exists(self._lock_key(key)):
-                break  # the holder found nothing to cache, or gave up: read it ourselves
+                break  # the holder found nothing to cache, or gave up
         return None
 
-    async def _put(self, key: str, body: bytes) -> None:
+    async def _put(self, key: str, body: bytes) -> bool:
         try:
             await self._redis.set(key, body, ex=EVENT_TTL_S)
         except redis.RedisError as exc:
             log.warning("cache write failed: %r", exc)
+            return False
+        return True
 
     async def invalidate(self, event_id: uuid.UUID) -> None:
         """Return once the entry is deleted (or Redis failed and it expires by itself)."""

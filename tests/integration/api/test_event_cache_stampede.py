@@ -80,12 +80,12 @@ async def hot_event(client: httpx.AsyncClient) -> str:
 
 
 async def _expire(settings: Settings, event_id: str) -> None:
-    """What the TTL does, now: the entry is gone."""
+    """What the TTL does, now: the entry is gone (and the 2 s lock that built it, long since)."""
     import redis.asyncio as redis
 
     client = redis.Redis.from_url(settings.redis_url)
     async with client:
-        await client.delete(f"event:v1:{event_id}")
+        await client.delete(f"event:v1:{event_id}", f"event:v1:{event_id}:rebuild")
 
 
 async def _read_while_the_table_is_held(
