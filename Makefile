@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e test-cluster \
-        lint fmt schemas browser monitoring nginx definitions up up-prod down bench dashboard-snapshot vapid-keys clean
+        lint fmt schemas browser monitoring nginx definitions up up-prod down bench dashboard-snapshot vapid-keys clean seed-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -81,11 +81,17 @@ schemas: venv ## regenerate JSON Schemas and the AsyncAPI document
 definitions: venv ## regenerate broker/definitions.json from the topology module
 	$(PY) -m shared.messaging.definitions
 
+SCALE ?= small
+SEED_ARGS ?=
+seed-data: migrate ## load events, RSVPs and their history with COPY into DATABASE_URL's database (SCALE=10m: 100k events, 10M RSVPs; SEED_ARGS=--force or --append when it holds data)
+	$(PY) -m devtools.seed --scale $(SCALE) $(SEED_ARGS)
+
 BENCH_ARGS ?= --messages 10000 --runs 3
 B1_ARGS ?=
 B2_ARGS ?=
 B4_ARGS ?=
-BENCHMARKS := B1 B2 B3 B4 B6 B8 announcement push reports reference
+B5_ARGS ?=
+BENCHMARKS := B1 B2 B3 B4 B5 B6 B8 announcement push reports reference
 ONLY ?= $(BENCHMARKS)
 .PHONY: $(addprefix bench-,$(BENCHMARKS))
 bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of $(BENCHMARKS)); results in bench/results/
@@ -103,6 +109,11 @@ bench-B3: services
 
 bench-B4: services
 	$(PY) -m bench.relay_lag $(B4_ARGS)
+
+# B5: reads at 100k events and 10M RSVPs; seeds a throw-away database unless
+# B5_ARGS="--database rsvp_scale" names one `make seed-data SCALE=10m` loaded
+bench-B5: services
+	$(PY) -m bench.b5_reads $(B5_ARGS)
 
 # B6: replay from the dead-letter store, and through the queue as before (the old figure)
 bench-B6: services

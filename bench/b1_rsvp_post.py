@@ -119,7 +119,9 @@ async def floor_server(floor_dir: Path) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def our_api(servers: harness.Servers) -> AsyncIterator[str]:
+async def our_api(
+    servers: harness.Servers, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[str]:
     """The API process of `make run`'s plan, alone, on the benchmark's database and vhost."""
     [api] = [p for p in run.plan(0, smtp_external=True) if p.name == "api"]
     port = free_port()
@@ -131,6 +133,7 @@ async def our_api(servers: harness.Servers) -> AsyncIterator[str]:
         # (30/hour) would turn most answers into 429s. It is still counted, so
         # the admission round trip stays in the measured cost.
         "RSVP_CHANGE_LIMIT": "1000000/hour",
+        **(extra_env or {}),
     }
     process = await spawn(api.module, env)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import suppress
 from datetime import datetime
 from typing import Annotated, Self
 
@@ -14,14 +15,13 @@ from sqlalchemy.engine import RowMapping
 from calendar_service.api.deps import CacheDep, ContainerDep, CurrentUser, UowDep
 from calendar_service.api.errors import refusals
 from calendar_service.api.fields import Capacity, PlainText, UtcDateTime
-from calendar_service.api.lagging_reads import LaggingReads, on_replica_or_primary
+from calendar_service.api.lagging_reads import LaggingReads, read_lagging
 from calendar_service.api.pagination import (
     CURSOR_PATTERN,
     INVALID_CURSOR,
     decode_cursor,
     encode_cursor,
 )
-from calendar_service.cache import WRITTEN_LATELY
 from calendar_service.db.uow import UnitOfWork
 from calendar_service.errors import (
     CapacityBelowSeatsTaken,
@@ -153,31 +153,40 @@ async def list_events(
     return EventPage(items=items, next_cursor=next_cursor)
 
 
-async def _event_row(uow: UnitOfWork, event_id: uuid.UUID) -> RowMapping:
-    row = await uow.events.get(event_id)
-    if row is None:
-        raise NotFound("event")
-    return row
-
-
 @router.get("/{event_id}", response_model=EventDetail, responses=refusals(NotFound, Overloaded))
-async def get_event(
-    event_id: uuid.UUID, reads: LaggingReads, container: ContainerDep, cache: CacheDep
-) -> Response:
-    """The event page: from the cache, else from the replica (its counts may lag a moment).
+async def get_event(event_id: uuid.UUID, container: ContainerDep, cache: CacheDep) -> Response:
+    """The event with its RSVP counts; a miss is rebuilt once however many read it meanwhile.
 
-    An event written within the cache's TTL is read from the primary: the
-    replica may not have replayed that write yet (``cache.WRITTEN_LATELY``).
+    No unit of work as a dependency: a hit needs no database connection, and
+    readers waiting on a rebuild must not hold pool connections meanwhile.
+    With a read replica the page is read there (its counts may lag a moment),
+    except after a write within the cache's TTL (``cache.WRITTEN_LATELY``) and
+    for an event the replica has not replayed yet: those read the primary.
     """
-    cached = await cache.get(event_id)
-    if cached:
-        return Response(cached, media_type="application/json", headers={"x-cache": "hit"})
-    if cached == WRITTEN_LATELY:
-        async with UnitOfWork(container.engine) as primary:
-            row, on_replica = await _event_row(primary, event_id), False
+
+    async def page(uow: UnitOfWork) -> bytes:
+        row = await uow.events.get(event_id)
+        if row is None:
+            raise NotFound("event")
+        return _detail(row).model_dump_json().encode()
+
+    async def from_primary() -> bytes | None:
+        async with UnitOfWork(container.engine, read_only=True) as uow:
+            with suppress(NotFound):
+                return await page(uow)
+        return None
+
+    async def from_replica() -> bytes | None:
+        with suppress(NotFound):
+            return await read_lagging(container, page)
+        return None
+
+    if container.has_read_replica:
+        body, hit = await cache.read_through(event_id, from_replica, primary=from_primary)
     else:
-        row = await on_replica_or_primary(container, reads, lambda uow: _event_row(uow, event_id))
-        on_replica = container.has_read_replica
-    body = _detail(row).model_dump_json().encode()
-    await cache.put(event_id, body, read_on_replica=on_replica)
-    return Response(body, media_type="application/json", headers={"x-cache": "miss"})
+        body, hit = await cache.read_through(event_id, from_primary)
+    if body is None:
+        raise NotFound("event")
+    return Response(
+        body, media_type="application/json", headers={"x-cache": "hit" if hit else "miss"}
+    )

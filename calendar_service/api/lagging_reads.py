@@ -41,11 +41,13 @@ PRIMARY_FALLBACKS = Counter(
 async def _enter_reads(container: Container, stack: AsyncExitStack) -> UnitOfWork:
     if container.has_read_replica:
         try:
-            return await stack.enter_async_context(UnitOfWork(container.read_engine))
+            return await stack.enter_async_context(
+                UnitOfWork(container.read_engine, read_only=True)
+            )
         except (OSError, DBAPIError) as exc:
             log.warning("read replica unreachable, reading the primary: %r", exc)
             PRIMARY_FALLBACKS.labels("replica_unreachable").inc()
-    return await stack.enter_async_context(UnitOfWork(container.engine))
+    return await stack.enter_async_context(UnitOfWork(container.engine, read_only=True))
 
 
 async def get_lagging_reads(container: ContainerDep) -> AsyncIterator[UnitOfWork]:
@@ -75,5 +77,12 @@ async def on_replica_or_primary(
         if not container.has_read_replica:
             raise
     PRIMARY_FALLBACKS.labels("not_yet_replayed").inc()
-    async with UnitOfWork(container.engine) as primary:
+    async with UnitOfWork(container.engine, read_only=True) as primary:
         return await read(primary)
+
+
+async def read_lagging(container: Container, read: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+    """``read`` as a lag-tolerant read, outside a request's dependencies (a cache rebuild)."""
+    async with AsyncExitStack() as stack:
+        reads = await _enter_reads(container, stack)
+        return await on_replica_or_primary(container, reads, read)

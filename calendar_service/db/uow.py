@@ -46,8 +46,15 @@ class UnitOfWork:
     reminders: Reminders
     announcements: Announcements
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, read_only: bool = False) -> None:
+        """``read_only``: each statement on its own (autocommit), for reads that write nothing.
+
+        That spares the BEGIN and the ROLLBACK, two of a read's four round trips
+        (the pool's ping and the query are the others); its queries may then
+        see different snapshots, which a page or an event read does not mind.
+        """
         self._engine = engine
+        self._read_only = read_only
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
 
@@ -56,7 +63,10 @@ class UnitOfWork:
             self._connection = await self._engine.connect()
         except PoolTimeout as exc:
             raise Overloaded() from exc
-        self._transaction = await self._connection.begin()
+        if self._read_only:
+            await self._connection.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            self._transaction = await self._connection.begin()
         connection = self._connection
         self.users = Users(connection)
         self.events = Events(connection)
@@ -78,7 +88,7 @@ class UnitOfWork:
         back (an Idempotency-Key claimed in it is released too); leaving the
         block closes the connection, which returns it to the pool clean.
         """
-        assert self._transaction is not None, "commit() outside `async with`"
+        assert self._transaction is not None, "commit() outside `async with`, or on a read-only one"
         try:
             await self._transaction.commit()
         except IntegrityError as exc:
@@ -93,9 +103,8 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         assert self._connection is not None
-        assert self._transaction is not None
         try:
-            if self._transaction.is_active:
+            if self._transaction is not None and self._transaction.is_active:
                 await self._transaction.rollback()
         finally:
             await self._connection.close()

@@ -46,7 +46,10 @@ async def test_writers_that_commit_during_a_delete_share_the_next_one() -> None:
     client.let_first_through.set()
     await asyncio.gather(waiting_first, *waiting_later)
 
-    assert client.deletes == [{f"event:v1:{first}"}, {f"event:v1:{second}", f"event:v1:{third}"}]
+    assert client.deletes == [
+        {f"event:v1:{first}", f"event:v1:{first}:rebuild"},
+        {f"event:v1:{e}{lock}" for e in (second, third) for lock in ("", ":rebuild")},
+    ]
 
 
 async def test_a_writer_returns_only_after_its_key_is_deleted() -> None:
