@@ -25,6 +25,7 @@ from calendar_service.db.report_batches import (
     record_statuses,
     remove_expired_subscriptions,
 )
+from shared.messaging.errors import NotAttempted
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import CALENDAR_FOLLOWUPS
@@ -39,6 +40,7 @@ from shared.schemas import (
     PushSubscriptionExpired,
 )
 from shared.service.consumer import ConsumerService
+from shared.service.database import database_unreachable
 from shared.service.process import run_service
 
 log = logging.getLogger(__name__)
@@ -80,12 +82,20 @@ async def record_deliveries(
                 statuses.append((applied, message))
             else:
                 announced.append((applied, message))
-    async with pool.acquire() as connection, connection.transaction():
-        changed = await record_statuses(connection, (r for r, _ in statuses))
-        changed_rows = await record_announcement_deliveries(connection, (r for r, _ in announced))
-        removed = await remove_expired_subscriptions(
-            connection, ((m.data.subscription_id, m.data.endpoint) for m in expired)
-        )
+    try:
+        async with pool.acquire() as connection, connection.transaction():
+            changed = await record_statuses(connection, (r for r, _ in statuses))
+            changed_rows = await record_announcement_deliveries(
+                connection, (r for r, _ in announced)
+            )
+            removed = await remove_expired_subscriptions(
+                connection, ((m.data.subscription_id, m.data.endpoint) for m in expired)
+            )
+    except Exception as exc:
+        # reports apply idempotently: with the database away, hold them, use no retry tier
+        if database_unreachable(exc):
+            raise NotAttempted(f"database unreachable: {exc!r}") from exc
+        raise
     stale = [m for r, m in statuses if r.row not in changed]
     stale += [m for r, m in announced if r.row not in changed_rows]
     for ignored in stale:

@@ -1,18 +1,24 @@
 """Domain and validation errors mapped to HTTP answers: always `{"detail": ...}`, never a 500.
 
 ``STATUS_OF`` is the one table from a use case's error to its status code;
-an error not in it falls back to the nearest class above it that is.
+an error not in it falls back to the nearest class above it that is. A
+database that cannot be reached (refused, reset, terminated, starting up;
+as asyncpg or SQLAlchemy raise it) is ``DatabaseUnavailable``: 503 with
+``Retry-After``, never a 500. Any other database error stays a bug (500).
 """
 
 from __future__ import annotations
 
+import asyncpg
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 
 from calendar_service.errors import (
     CalendarError,
     Conflict,
+    DatabaseUnavailable,
     LimiterUnavailable,
     NotFound,
     NotYours,
@@ -21,6 +27,7 @@ from calendar_service.errors import (
     Unauthenticated,
     Unprocessable,
 )
+from shared.service.database import database_unreachable
 
 STATUS_OF: dict[type[CalendarError], int] = {
     Unauthenticated: status.HTTP_401_UNAUTHORIZED,
@@ -68,6 +75,24 @@ async def _refused(request: Request, exc: CalendarError) -> JSONResponse:
     return _json(status_of(exc), str(exc), headers_of(exc))
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if database_unreachable(exc) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return await _refused(request, DatabaseUnavailable())
+    raise exc  # an answer of the database, not its absence: a bug, 500
+
+
+#: What asyncpg and SQLAlchemy raise when PostgreSQL is away.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    DBAPIError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    ConnectionError,  # refused, reset
+    TimeoutError,
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(CalendarError, _refused)  # type: ignore[arg-type]
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, _database_error)

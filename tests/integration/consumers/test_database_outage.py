@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -17,7 +16,7 @@ from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import EMAIL_RSVP_EVENTS
 from tests.support.email_consumer import email_settings, publish_as_calendar, running_email_consumer
 from tests.support.messages import rsvp_created
-from tests.support.proxy import CuttableProxy
+from tests.support.proxy import CuttableProxy, proxied
 from tests.support.services import BrokerEnv
 from tests.support.smtp import SmtpSink
 
@@ -33,23 +32,22 @@ def sink() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
-async def database_proxy(database_url: str) -> AsyncIterator[CuttableProxy]:
-    url = urlsplit(database_url)
-    proxy = CuttableProxy(url.hostname or "127.0.0.1", url.port or 5432)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.cut()
+async def database(database_url: str) -> AsyncIterator[tuple[CuttableProxy, str]]:
+    """A proxy to the run's database, and the URL through it."""
+    async with proxied(database_url) as proxy_and_url:
+        yield proxy_and_url
+
+
+@pytest.fixture
+def database_proxy(database: tuple[CuttableProxy, str]) -> CuttableProxy:
+    return database[0]
 
 
 @pytest.fixture
 async def consumer(
-    fresh_broker: BrokerEnv, database_url: str, database_proxy: CuttableProxy, sink: SmtpSink
+    fresh_broker: BrokerEnv, database: tuple[CuttableProxy, str], sink: SmtpSink
 ) -> AsyncIterator[ConsumerRuntime]:
-    url = urlsplit(database_url)
-    proxied = url._replace(netloc=f"{url.username}@127.0.0.1:{database_proxy.port}").geturl()
-    settings = email_settings(fresh_broker, proxied, sink)
+    settings = email_settings(fresh_broker, database[1], sink)
     async with running_email_consumer(settings) as runtime:
         yield runtime
 
