@@ -80,6 +80,8 @@ def _unreachable(error: BaseException) -> bool:
     if isinstance(error, asyncpg.PostgresError):
         sqlstate = getattr(error, "sqlstate", None) or ""
         return sqlstate.startswith(_UNREACHABLE_SQLSTATES)
-    if isinstance(error, asyncpg.InterfaceError):  # "connection is closed", "pool is closing"
-        return "clos" in str(error)
+    if isinstance(error, asyncpg.InterfaceError):
+        # "connection is closed", "pool is closing", and what a pooled connection
+        # says once the pool took it back after it was lost under its holder
+        return "clos" in str(error) or "released back to the pool" in str(error)
     return isinstance(error, OSError | TimeoutError)

@@ -68,7 +68,7 @@ class Fault:
     inject: Callable[[], Awaitable[object]]
     restore: Callable[[], Awaitable[object]] | None = None
     lasting_s: float = 0.0
-    at_s: float = 3.0
+    at_s: float = 2.0
 
 
 @dataclass
@@ -83,6 +83,7 @@ class Outcome:
     dead: dict[tuple[str, uuid.UUID], str] = field(default_factory=dict)  #: (channel, id) -> why
     ended_at: float = 0.0  #: when the fault was over (restored, or injected if instant)
     recovery_s: float = 0.0
+    took: dict[str, float] = field(default_factory=dict)  #: seconds of each phase
 
     def missing(self, channel: str) -> list[uuid.UUID]:
         seen = self.emails if channel == "email" else self.pushes
@@ -100,7 +101,8 @@ class Outcome:
             f" dead-lettered {len(self.dead)} {sorted(set(self.dead.values()))};"
             f" lost {len(self.missing('email'))}+{len(self.missing('push'))},"
             f" twice {len(self.twice('email'))}+{len(self.twice('push'))};"
-            f" recovered {self.recovery_s:.1f} s after the fault ended"
+            f" recovered {self.recovery_s:.1f} s after the fault ended;"
+            f" phases {', '.join(f'{k} {v:.0f} s' for k, v in self.took.items())}"
         )
 
     def assert_kept(self, *, duplicates_allowed: int = 0) -> None:
@@ -108,7 +110,8 @@ class Outcome:
         assert not [s for s in self.answers if s >= 500 or s == 0], self.summary()
         assert set(self.answers) == {201}, self.summary()
         assert set(self.accepted_at) <= set(self.rsvp_of.values()), "an accepted RSVP has no event"
-        assert self.missing("email") == [] and self.missing("push") == [], self.summary()
+        assert self.missing("email") == [], self.summary()
+        assert self.missing("push") == [], self.summary()
         assert all(self.dead.values()), "a dead letter without x-fault-reason"
         twice = len(self.twice("email")) + len(self.twice("push"))
         assert twice <= duplicates_allowed, self.summary()
@@ -119,8 +122,8 @@ async def run_with_fault(
     audience: Audience,
     fault: Fault,
     *,
-    rate: float = 12.0,
-    duration_s: float = 15.0,
+    rate: float = 10.0,
+    duration_s: float = 14.0,
 ) -> Outcome:
     """RSVPs at ``rate`` per second for ``duration_s``, ``fault`` meanwhile; then the audit."""
     outcome = Outcome(fault.name)
@@ -133,6 +136,7 @@ async def run_with_fault(
             for n in range(math.ceil(total / per_event))
         ]
         pairs = [(e, a) for e in events for a in audience.attendees][:total]
+        outcome.took["events"] = time.monotonic() - started
         faulty = asyncio.create_task(_inject(fault, outcome))
         begin = time.monotonic()
         answering = []
@@ -141,8 +145,11 @@ async def run_with_fault(
             answering.append(asyncio.create_task(_answer(client, event, attendee, outcome)))
         await faulty
         await asyncio.gather(*answering)
+    outcome.took["load"] = time.monotonic() - begin
     event_ids = {e["id"] for e in events}
+    audit = time.monotonic()
     await _audit(system, outcome, event_ids, since=started)
+    outcome.took["audit"] = time.monotonic() - audit
     return outcome
 
 
@@ -207,14 +214,27 @@ async def _audit(
         await asyncio.sleep(0.5)
     await asyncio.sleep(2.0)  # a copy sent twice would arrive about now
     await _count(system, outcome)
-    arrivals = [
-        arrived
-        for message, rsvp in outcome.rsvp_of.items()
-        if outcome.accepted_at.get(rsvp, math.inf) <= outcome.ended_at
-        for arrived in (system.email_arrivals.get(message), system.push_arrivals(message))
-        if arrived is not None
-    ]
-    outcome.recovery_s = max([0.0, *(t - outcome.ended_at for t in arrivals)])
+    outcome.recovery_s = _recovery(system, outcome)
+
+
+def _recovery(system: RunningSystem, outcome: Outcome) -> float:
+    """Seconds from the fault's end until delivery caught up.
+
+    The later of: the last delivery of an RSVP accepted before the fault
+    ended (the backlog), and the first delivery of one accepted after it
+    (fresh RSVPs flow again).
+    """
+    before: list[float] = []
+    after: list[float] = []
+    for message, rsvp in outcome.rsvp_of.items():
+        accepted = outcome.accepted_at.get(rsvp)
+        email, push = system.email_arrivals.get(message), system.push_arrivals(message)
+        if accepted is None or email is None or push is None:
+            continue
+        (before if accepted <= outcome.ended_at else after).append(max(email, push))
+    backlog = max(before, default=outcome.ended_at)
+    fresh = min(after, default=outcome.ended_at)
+    return max(0.0, backlog - outcome.ended_at, fresh - outcome.ended_at)
 
 
 async def _count(system: RunningSystem, outcome: Outcome) -> None:

@@ -134,7 +134,8 @@ async def _wait_api(process: asyncio.subprocess.Process, api: str, log: Path) ->
     async with httpx.AsyncClient(timeout=2.0) as client:
         while True:
             if process.returncode is not None:
-                raise AssertionError(f"the API exited:\n{log.read_text(errors='replace')}")
+                said = await asyncio.to_thread(log.read_text, errors="replace")
+                raise AssertionError(f"the API exited:\n{said}")
             try:
                 if (await client.get(f"{api}/readyz")).status_code == 200:
                     return
