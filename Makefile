@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e \
+.PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e test-faults \
         lint fmt schemas browser definitions up down bench vapid-keys clean
 
 help: ## list the targets
@@ -56,6 +56,9 @@ browser: venv ## Debian's chromium for the admin page's browser test (apt-get wh
 
 test-e2e: services browser ## end-to-end tests of the running system
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-faults: services ## fault tests: RSVPs flowing while a server fails (prints recovery times)
+	$(PY) -m pytest tests/faults -s $(PYTEST_ARGS)
 
 lint: venv ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

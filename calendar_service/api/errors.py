@@ -86,6 +86,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     DBAPIError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     ConnectionError,  # refused, reset
     TimeoutError,
 )

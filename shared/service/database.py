@@ -84,4 +84,7 @@ def _unreachable(error: BaseException) -> bool:
         # "connection is closed", "pool is closing", and what a pooled connection
         # says once the pool took it back after it was lost under its holder
         return "clos" in str(error) or "released back to the pool" in str(error)
-    return isinstance(error, OSError | TimeoutError)
+    # the protocol out of step with a server that went away under an idle
+    # connection ("cannot switch to state …; another operation is in progress",
+    # seen after pg_terminate_backend)
+    return isinstance(error, OSError | TimeoutError | asyncpg.InternalClientError)

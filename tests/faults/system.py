@@ -76,6 +76,7 @@ class RunningSystem:
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     #: message id -> when its (first) email arrived, time.monotonic()
     email_arrivals: dict[uuid.UUID, float] = field(default_factory=dict)
+    _email_ids: list[uuid.UUID] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.mail.after_data = self._arrived
@@ -85,7 +86,9 @@ class RunningSystem:
 
     def emails(self) -> list[uuid.UUID]:
         """The message id of every email that arrived, as often as it arrived."""
-        return [_message_of(mail) for mail in self.mail.received]
+        received = self.mail.received  # only ever grows: parse the new ones alone
+        self._email_ids.extend(_message_of(mail) for mail in received[len(self._email_ids) :])
+        return list(self._email_ids)
 
     def pushes(self) -> list[uuid.UUID]:
         """The message id of every push that arrived (its Topic), as often as it arrived."""
