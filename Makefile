@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e test-faults \
+.PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e test-faults soak \
         lint fmt schemas browser definitions up down bench vapid-keys clean
 
 help: ## list the targets
@@ -59,6 +59,10 @@ test-e2e: services browser ## end-to-end tests of the running system
 
 test-faults: services ## fault tests: RSVPs flowing while a server fails (prints recovery times)
 	$(PY) -m pytest tests/faults -s $(PYTEST_ARGS)
+
+SOAK_S ?= 600
+soak: services ## RSVPs under random faults for SOAK_S seconds (default 600); prints lost, duplicated
+	$(PY) -m tests.faults.soak --duration $(SOAK_S)
 
 lint: venv ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .
