@@ -35,8 +35,8 @@ POSTPONE_TIER_S = 30
 class Hold:
     """The waiting of one delivery through an outage: pauses, and when to give up holding."""
 
-    def __init__(self, *, limit_s: float = HOLD_LIMIT_S) -> None:
-        self._limit_s = limit_s
+    def __init__(self, *, limit_s: float | None = None) -> None:
+        self._limit_s = HOLD_LIMIT_S if limit_s is None else limit_s
         self._backoff = Backoff(first_s=0.25, max_s=HOLD_PAUSE_MAX_S)
         self._since: float | None = None
         self.error: NotAttempted | None = None
