@@ -89,9 +89,13 @@ async def system(
         ("REPORTS", "calendar"),
         ("EMAIL", "email"),
         ("PUSH", "push"),
+        ("SCHEDULER", "calendar"),
+        ("DEADLETTERS", "calendar"),
     ):
         env[f"{process}__AMQP_URL"] = broker.amqp_url(user)
-    env["API__ADMIN_AMQP_URL"] = broker.amqp_url("ops")
+    # the archiver reads the DLQs as the API's dead-letter actions do
+    for process in ("API", "DEADLETTERS"):
+        env[f"{process}__ADMIN_AMQP_URL"] = broker.amqp_url("ops")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
