@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv services broker db migrate run test test-unit test-integration test-e2e test-cluster \
-        lint fmt schemas browser monitoring nginx definitions up up-prod down bench dashboard-snapshot vapid-keys clean seed-data
+        test-faults soak lint fmt schemas browser monitoring nginx definitions up up-prod down bench \
+        dashboard-snapshot vapid-keys clean seed-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -65,6 +66,13 @@ test-e2e: services browser monitoring ## end-to-end tests of the running system
 
 test-cluster: services ## a broker node lost under load, on a 3-node RabbitMQ cluster (not in `make test`)
 	$(PY) -m pytest tests/cluster -s $(PYTEST_ARGS)
+
+test-faults: services ## fault tests: RSVPs flowing while a server fails (prints recovery times)
+	$(PY) -m pytest tests/faults -s $(PYTEST_ARGS)
+
+SOAK_S ?= 600
+soak: services ## RSVPs under random faults for SOAK_S seconds (default 600); prints lost, duplicated
+	$(PY) -m tests.faults.soak --duration $(SOAK_S)
 
 lint: venv ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

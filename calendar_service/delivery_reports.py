@@ -26,6 +26,7 @@ from calendar_service.db.report_batches import (
     record_statuses,
     remove_expired_subscriptions,
 )
+from shared.messaging.errors import NotAttempted
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
 from shared.messaging.topology import CALENDAR_FOLLOWUPS
@@ -40,6 +41,7 @@ from shared.schemas import (
     PushSubscriptionExpired,
 )
 from shared.service.consumer import ConsumerService, nothing_to_reset
+from shared.service.database import database_unreachable
 from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service
 
@@ -85,25 +87,31 @@ async def record_deliveries(
                 statuses.append((applied, message))
             else:
                 announced.append((applied, message))
-    # the inbox records of the batch go with the statuses, or alone when there are none
-    handled = (INBOX_CONSUMER, [message.message_id for message in messages])
-    async with pool.acquire() as connection:
-        # one statement is atomic alone: no BEGIN and COMMIT round trips for it
-        statements = 1 + bool(announced) + bool(expired)
-        async with connection.transaction() if statements > 1 else nullcontext():
-            if statuses:
-                changed = await record_statuses(
-                    connection, (r for r, _ in statuses), handled=handled
+    try:
+        # the inbox records of the batch go with the statuses, or alone when there are none
+        handled = (INBOX_CONSUMER, [message.message_id for message in messages])
+        async with pool.acquire() as connection:
+            # one statement is atomic alone: no BEGIN and COMMIT round trips for it
+            statements = 1 + bool(announced) + bool(expired)
+            async with connection.transaction() if statements > 1 else nullcontext():
+                if statuses:
+                    changed = await record_statuses(
+                        connection, (r for r, _ in statuses), handled=handled
+                    )
+                else:
+                    changed = set()
+                    await record_handled(connection, handled)
+                changed_rows = await record_announcement_deliveries(
+                    connection, (r for r, _ in announced)
                 )
-            else:
-                changed = set()
-                await record_handled(connection, handled)
-            changed_rows = await record_announcement_deliveries(
-                connection, (r for r, _ in announced)
-            )
-            removed = await remove_expired_subscriptions(
-                connection, ((m.data.subscription_id, m.data.endpoint) for m in expired)
-            )
+                removed = await remove_expired_subscriptions(
+                    connection, ((m.data.subscription_id, m.data.endpoint) for m in expired)
+                )
+    except Exception as exc:
+        # reports apply idempotently: with the database away, hold them, use no retry tier
+        if database_unreachable(exc):
+            raise NotAttempted(f"database unreachable: {exc!r}") from exc
+        raise
     stale = [m for r, m in statuses if r.row not in changed]
     stale += [m for r, m in announced if r.row not in changed_rows]
     for ignored in stale:

@@ -22,6 +22,7 @@ below has a row there)::
     ├── RateLimited(retry_after_s)   429  with Retry-After
     ├── LimiterUnavailable           503  Redis could not be asked (limits fail closed)
     └── Overloaded                   503  no database connection free within a second; Retry-After
+        └── DatabaseUnavailable      503  PostgreSQL unreachable (stopped, restarting, cut off)
 
 The message of each error is the ``detail`` the client reads.
 """
@@ -144,3 +145,13 @@ class Overloaded(CalendarError):
 
     def __init__(self) -> None:
         super().__init__("the service is busy, try again shortly")
+
+
+class DatabaseUnavailable(Overloaded):
+    """PostgreSQL could not be reached: nothing was done, the client may simply try again."""
+
+    #: a restart or failover takes a few seconds
+    retry_after_s = 2
+
+    def __init__(self) -> None:
+        CalendarError.__init__(self, "the database is unavailable, try again shortly")

@@ -26,6 +26,15 @@ ValueError (address aiosmtplib cannot send)             Permanent   ``invalid_re
 SMTPException (anything else)                           Transient   ``smtp_error``
 =====================================================  ==========  ====================
 
+A failure after the message went out with ``DATA`` (the connection dropped,
+no reply within ``SMTP_TIMEOUT_S``) is different: the server may have taken
+the mail, and no client can tell. Sending it again could deliver it twice, so
+it is neither resent here nor retried: it becomes ``OutcomeUnknown``
+(Permanent, reason ``smtp_outcome_unknown``), dead-lettered with the
+``Message-ID`` for an operator to look up in the mail server's log and replay
+if it never arrived. A pooled connection found dropped *before* ``DATA`` is
+reconnected once and the mail sent on the new one: nothing had gone out.
+
 Connect-time failures (greeting, HELO, AUTH) stay transient whatever their
 code: they say nothing about the message, which should wait for the server
 or its configuration to be fixed; after the retry limit it is dead-lettered
@@ -75,6 +84,20 @@ class OutgoingEmail:
     recipients: tuple[str, ...]  #: envelope recipients (RCPT TO), bare addresses
     message: bytes  #: the whole message, 7-bit clean, CRLF line endings
     message_id: str  #: its ``Message-ID`` header, with the angle brackets
+
+
+class OutcomeUnknown(PermanentError):
+    """The connection failed after the message was sent with DATA: it may have arrived."""
+
+    reason = "smtp_outcome_unknown"
+
+
+class _AfterData(Exception):
+    """A connection failure once DATA began, carrying it (never leaves this module)."""
+
+    def __init__(self, cause: SMTPException | OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class Mailer(Protocol):
@@ -128,8 +151,13 @@ class SmtpMailer:
             if self._closed:  # closed while this send waited for a connection
                 raise RuntimeError("SmtpMailer is closed")
             return await self._send_on(client, email)
+        except _AfterData as exc:
+            client.close()
+            raise OutcomeUnknown(
+                f"{email.message_id} may have been delivered: {_describe(exc.cause)}"
+            ) from exc.cause
         except (SMTPResponseException, SMTPRecipientsRefused, ValueError) as exc:
-            # the server answered (and aiosmtplib sent RSET): the connection is reusable
+            # the server answered (and was sent RSET): the connection is reusable
             raise smtp_error(exc) from exc
         except (SMTPException, OSError) as exc:
             client.close()  # state unknown: the next send starts on a fresh connection
@@ -146,9 +174,8 @@ class SmtpMailer:
                 return await _transaction(client, email)
             except SMTPServerDisconnected:
                 # A pooled connection the server dropped while idle (restart,
-                # idle timeout): reconnect once and retry. Should the drop have
-                # come after the server took the DATA, this sends twice, which
-                # at-least-once delivery allows.
+                # idle timeout), found before DATA: nothing went out, so
+                # reconnect once and send. A drop after DATA is _AfterData.
                 log.info("SMTP connection was dropped; reconnecting")
                 client.close()
         await client.connect()
@@ -181,10 +208,31 @@ class SmtpMailer:
 
 
 async def _transaction(client: aiosmtplib.SMTP, email: OutgoingEmail) -> str:
-    refused, reply = await client.sendmail(email.sender, email.recipients, email.message)
-    if refused:  # some recipients, not all (that raises): the mail went to the others
+    """MAIL, RCPT and DATA, as ``sendmail`` does, telling a failure after DATA apart."""
+    try:
+        if client.is_ehlo_or_helo_needed:  # the extensions are known after EHLO
+            await client.ehlo()
+        size = client.supports_extension("size")
+        await client.mail(email.sender, options=[f"size={len(email.message)}"] if size else [])
+        refused = []
+        for recipient in email.recipients:
+            try:
+                await client.rcpt(recipient)
+            except SMTPRecipientRefused as exc:
+                refused.append(exc)
+        if len(refused) == len(email.recipients):
+            raise SMTPRecipientsRefused(refused)
+        try:
+            response = await client.data(email.message)
+        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
+            raise _AfterData(exc) from exc
+    except (SMTPResponseException, SMTPRecipientsRefused):
+        with suppress(SMTPException, OSError):  # reset the envelope for the next mail
+            await client.rset()
+        raise
+    if refused:  # some recipients, not all: the mail went to the others
         log.warning("SMTP server refused some recipients: %s", refused)
-    return reply
+    return response.message
 
 
 # -- error mapping --------------------------------------------------------------

@@ -18,7 +18,9 @@ from uuid import UUID
 import asyncpg
 
 from push_consumer.webpush import PushTarget
+from shared.messaging.errors import NotAttempted
 from shared.service.consumer import nothing_to_reset
+from shared.service.database import database_unreachable, until_it_lands
 
 _SUBSCRIPTIONS = """
 SELECT s.id, s.endpoint, s.p256dh, s.auth, d.subscription_id IS NOT NULL AS already_sent
@@ -97,8 +99,17 @@ class PostgresSubscriptionStore:
         self._ledger = ledger
 
     async def devices_for(self, user_id: UUID, message_id: UUID) -> list[UserDevice]:
-        """The user's subscriptions, each marked if ``message_id`` already reached it."""
-        rows = await self._pool.fetch(_SUBSCRIPTIONS, user_id, self._ledger, message_id)
+        """The user's subscriptions, each marked if ``message_id`` already reached it.
+
+        Read before any push: with the database away nothing was attempted
+        (``NotAttempted``, the runtime holds the message).
+        """
+        try:
+            rows = await self._pool.fetch(_SUBSCRIPTIONS, user_id, self._ledger, message_id)
+        except Exception as exc:
+            if database_unreachable(exc):
+                raise NotAttempted(f"push subscriptions unreachable: {exc!r}") from exc
+            raise
         return [
             UserDevice(
                 PushTarget(row["id"], row["endpoint"], row["p256dh"], row["auth"]),
@@ -108,6 +119,14 @@ class PostgresSubscriptionStore:
         ]
 
     async def record_sent_devices(self, message_id: UUID, subscription_ids: Sequence[UUID]) -> None:
-        """Write to the ledger that ``message_id`` reached these subscriptions (before a retry)."""
+        """Write to the ledger that ``message_id`` reached these subscriptions (before a retry).
+
+        The pushes were made: with the database away the write is tried
+        again until it lands, so the retry never buzzes these devices twice.
+        """
         if subscription_ids:
-            await self._pool.execute(_RECORD, self._ledger, message_id, list(subscription_ids))
+            ids = list(subscription_ids)
+            await until_it_lands(
+                lambda: self._pool.execute(_RECORD, self._ledger, message_id, ids),
+                what=f"push ledger of {message_id}",
+            )

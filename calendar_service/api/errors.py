@@ -4,23 +4,29 @@
 an error not in it falls back to the nearest class above it that is. Routes
 declare what they may refuse with :func:`refusals`, which reads the same
 table, so the OpenAPI document and the answers cannot drift apart.
+A database that cannot be reached (refused, reset, terminated, starting up;
+as asyncpg or SQLAlchemy raise it) is ``DatabaseUnavailable``: 503 with
+``Retry-After``, never a 500. Any other database error stays a bug (500).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from calendar_service.errors import (
     CalendarError,
     Conflict,
+    DatabaseUnavailable,
     LimiterUnavailable,
     NotFound,
     NotYours,
@@ -29,6 +35,7 @@ from calendar_service.errors import (
     Unauthenticated,
     Unprocessable,
 )
+from shared.service.database import database_unreachable
 
 STATUS_OF: dict[type[CalendarError], int] = {
     Unauthenticated: status.HTTP_401_UNAUTHORIZED,
@@ -154,7 +161,26 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return _json(exc.status_code, str(exc.detail), headers or None)
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if database_unreachable(exc) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return await _refused(request, DatabaseUnavailable())
+    raise exc  # an answer of the database, not its absence: a bug, 500
+
+
+#: What asyncpg and SQLAlchemy raise when PostgreSQL is away.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    DBAPIError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,  # refused, reset
+    TimeoutError,
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(CalendarError, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, _database_error)

@@ -8,7 +8,8 @@ returned, so a redelivery of a recorded message is still a no-op.
 
 A batch that fails is not the end of its messages' story: a transient error
 (:data:`~shared.messaging.failures.EXPECTED_TRANSIENT`) fails every one of
-them, and each goes to its retry tier; any other error may be one message's
+them, and each goes to its retry tier (``NotAttempted``, the database away,
+fails every one too, and each is held); any other error may be one message's
 fault (a poison message), so the messages are tried again one by one and
 each gets its own outcome: the good ones are applied, the bad one alone is
 retried or dead-lettered.
@@ -21,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic
 
+from shared.messaging.errors import NotAttempted
 from shared.messaging.failures import EXPECTED_TRANSIENT
 from shared.messaging.subscription import M
 from shared.schemas import Envelope
@@ -84,7 +86,7 @@ class HandlerBatcher(Generic[M]):
             try:
                 results = await self._apply([message for message, _ in batch])
             except Exception as exc:
-                if len(batch) == 1 or isinstance(exc, EXPECTED_TRANSIENT):
+                if len(batch) == 1 or isinstance(exc, (*EXPECTED_TRANSIENT, NotAttempted)):
                     for _, done in batch:
                         _fail(done, exc)
                     return

@@ -5,10 +5,15 @@ retry copy, a dead letter) is confirmed by the broker first, and only then is
 the delivery acked. A crash in between duplicates a message, never loses one;
 the inbox turns the duplicate into a no-op. If publishing fails the delivery
 is settled again after growing pauses (:data:`SETTLE_PAUSES_S`), and only
-then returned to its queue (nack with requeue).
+then returned to its queue (nack with requeue). A message whose inbox could
+not be reached was not attempted: it is held and tried again without using
+up a retry tier (see holding.py), and a record that cannot be written after
+the handler succeeded is written again until it lands, never by running the
+handler twice.
 
     body does not validate        -> dlx, reason invalid_message
     type the subscription refuses -> dlx, reason unexpected_type
+    inbox unreachable             -> held, tried again; attempt count unchanged
     claimed by another worker     -> retry tier (it comes back as a duplicate)
     message id already in inbox   -> republish stored follow-ups
     handler returns follow-ups    -> inbox record and follow-ups' publish, together
@@ -32,14 +37,16 @@ from shared.messaging.codec import (
     read_envelope,
     stored_body_to_amqp,
 )
-from shared.messaging.errors import InvalidMessageError, TransientError
+from shared.messaging.errors import InvalidMessageError, NotAttempted, TransientError
 from shared.messaging.failures import FailureRouting
 from shared.messaging.followups import with_followup_ids
+from shared.messaging.holding import Hold
 from shared.messaging.inbox import Claim, Inbox
 from shared.messaging.metrics import RuntimeMetrics
 from shared.messaging.publisher import Publisher, publish_routed
 from shared.messaging.subscription import Subscription
 from shared.schemas import Envelope, InvalidMessage
+from shared.service.database import until_it_lands
 
 log = logging.getLogger(__name__)
 
@@ -79,27 +86,44 @@ class DeliveryProcessor:
         in_flight = self._metrics.in_flight
         in_flight.inc()
         try:
-            for pause in (*SETTLE_PAUSES_S, None):
-                try:
-                    await self._handle(message)
-                except Exception:
-                    # a closed channel's deliveries the broker takes back itself
-                    if pause is None or message.channel.is_closed:
-                        log.exception("could not settle; returning it", extra=log_context(message))
-                        await self._acks.return_to_queue(message)
-                        return
-                    log.exception(
-                        "could not settle; again in %.0f s", pause, extra=log_context(message)
-                    )
-                    await asyncio.sleep(pause)
-                else:
-                    await self._acks.ack(message)
-                    return
+            await self._settle(message)
         except asyncio.CancelledError:  # shutting down: straight back to the queue
             await self._acks.return_to_queue(message)
             raise
         finally:
             in_flight.dec()
+
+    async def _settle(self, message: AbstractIncomingMessage) -> None:
+        pauses = iter((*SETTLE_PAUSES_S, None))
+        hold = Hold()
+        while True:
+            try:
+                if hold.expired and hold.error is not None:
+                    await self._failures.postpone(message, hold.error)
+                else:
+                    await self._handle(message)
+            except NotAttempted as error:
+                if _channel_closed(message):  # the broker has taken it back
+                    return
+                self._metrics.held.inc()
+                await hold.wait(error)
+                continue
+            except Exception:
+                pause = next(pauses)
+                # a closed channel's deliveries the broker takes back itself
+                if pause is None or _channel_closed(message):
+                    log.exception("could not settle; returning it", extra=log_context(message))
+                    await self._acks.return_to_queue(message)
+                    return
+                log.exception(
+                    "could not settle; again in %.0f s", pause, extra=log_context(message)
+                )
+                await asyncio.sleep(pause)
+                continue
+            if hold.error is not None:
+                log.info("settled after %.1f s held", hold.held_s, extra=log_context(message))
+            await self._acks.ack(message)
+            return
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -127,6 +151,8 @@ class DeliveryProcessor:
                     with self._metrics.handler_duration.time():
                         returned = await self._sub.handler(envelope)
                     publishing = await self._record_while_publishing(claim, envelope, returned)
+        except NotAttempted:
+            raise  # held by _settle, no attempt counted
         except Exception as exc:
             await self._failures.route(message, envelope, exc)
             return
@@ -146,9 +172,12 @@ class DeliveryProcessor:
     ) -> asyncio.Future[None]:
         """Record the follow-ups and, at the same time, publish them; return the publishing.
 
-        The ack waits for both; neither needs the other first. Had the record
-        failed after the publish, the message goes to its retry tier and the
-        follow-up ids, derived from it, let the receiver drop the copy.
+        The ack waits for both; neither needs the other first. The work is
+        done by now (a mail sent), so a record the database was away for is
+        written again until it lands: failing the message would do the work
+        twice. Had the record failed for another reason after the publish,
+        the message goes to its retry tier and the follow-up ids, derived
+        from it, let the receiver drop the copy.
         """
         followups = with_followup_ids(self._sub.consumer, envelope.message_id, returned)
         bodies = [followup.model_dump_json().encode() for followup in followups]
@@ -158,7 +187,9 @@ class DeliveryProcessor:
         ]
         publishing = asyncio.ensure_future(self._publish_followups(outgoing))
         try:
-            await claim.record(bodies)
+            await until_it_lands(
+                lambda: claim.record(bodies), what=f"inbox record of {envelope.message_id}"
+            )
         except BaseException:
             publishing.cancel()  # the message is routed or returned: its outcome is moot
             publishing.add_done_callback(_retrieve)
@@ -176,6 +207,14 @@ class DeliveryProcessor:
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
+
+
+def _channel_closed(message: AbstractIncomingMessage) -> bool:
+    """True once the delivery's channel is closed (aio-pika raises on a lost one)."""
+    try:
+        return bool(message.channel.is_closed)
+    except Exception:
+        return True
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

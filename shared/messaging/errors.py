@@ -3,8 +3,10 @@
     MessagingError
     ├── TransientError          try again later (connection lost, SMTP 4xx, push 429/5xx)
     │                           retried with growing delays, then dead-lettered
-    └── PermanentError          will never succeed (SMTP 5xx, bad recipient, push 400/413)
-        └── InvalidMessageError the body is not a valid envelope: never reaches a handler
+    ├── PermanentError          will never succeed (SMTP 5xx, bad recipient, push 400/413)
+    │   └── InvalidMessageError the body is not a valid envelope: never reaches a handler
+    └── NotAttempted            what the work needs first (the inbox, a store) was away:
+                                the delivery is held and tried again, no attempt counted
 
 Adapters map their library's exceptions onto these at the edge, with
 ``raise TransientError(...) from exc``, so handlers and the runtime never see
@@ -48,3 +50,15 @@ class InvalidMessageError(PermanentError):
     """The body is not JSON or not a valid envelope of a known type."""
 
     reason = "invalid_message"
+
+
+class NotAttempted(MessagingError):
+    """Something the work needs before it starts could not be reached; nothing was done.
+
+    The inbox's database was away when the message was claimed, or a store
+    the handler reads before sending. The message has not failed: the
+    runtime keeps the delivery, tries again after a pause, and its retry
+    tiers (the attempt count) are left untouched.
+    """
+
+    reason = "not_attempted"

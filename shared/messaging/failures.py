@@ -18,6 +18,7 @@ from shared.messaging import faults
 from shared.messaging.codec import attempts_of, envelope_to_amqp, log_context, republished
 from shared.messaging.errors import MessagingError, PermanentError, TransientError
 from shared.messaging.followups import with_followup_ids
+from shared.messaging.holding import POSTPONE_TIER_S
 from shared.messaging.metrics import QueueMetrics
 from shared.messaging.publisher import Publisher, publish_routed
 from shared.messaging.retries import retry_delay_for
@@ -79,6 +80,25 @@ class FailureRouting:
             delay,
             faults.describe(error),
             extra=log_context(message, envelope),
+        )
+
+    async def postpone(self, message: AbstractIncomingMessage, error: Exception) -> None:
+        """Wait in a delay queue with the attempt count unchanged: it was not attempted."""
+        attempts = attempts_of(message.headers)
+        headers = faults.retry_headers(
+            message.headers, attempts=attempts, route=_route(message), error=error
+        )
+        await self._publisher.publish_raw(
+            republished(message, headers),
+            self._sub.queue.retry_exchange,
+            self._sub.queue.retry_queue(POSTPONE_TIER_S),
+        )
+        log.warning(
+            "held too long, waits %ds (attempts still %d): %s",
+            POSTPONE_TIER_S,
+            attempts,
+            faults.describe(error),
+            extra=log_context(message),
         )
 
     async def dead_letter(

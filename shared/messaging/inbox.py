@@ -23,7 +23,9 @@ from uuid import UUID
 
 import asyncpg
 
+from shared.messaging.errors import NotAttempted
 from shared.messaging.inbox_session import InboxSession, Key
+from shared.service.database import database_unreachable
 
 INBOX_DDL = """
 CREATE TABLE IF NOT EXISTS consumer_inbox (
@@ -68,7 +70,8 @@ class Inbox(Protocol):
 
         Two copies of one message in flight at once (a redelivery after a
         connection loss, a duplicate publish) must not both run the handler:
-        the second finds the claim ``busy``.
+        the second finds the claim ``busy``. Raises ``NotAttempted`` when
+        the inbox cannot be reached: nothing was done, the message waits.
         """
         ...
 
@@ -226,7 +229,12 @@ class PostgresInbox:
             return
         self._held.add(key)
         try:
-            result = await self._session.claim(key)
+            try:
+                result = await self._session.claim(key)
+            except Exception as exc:
+                if database_unreachable(exc):
+                    raise NotAttempted(f"inbox unreachable: {exc!r}") from exc
+                raise
             try:
                 yield _PostgresClaim(
                     session=self._session if result.locked else None,

@@ -204,7 +204,11 @@ class _PooledConnection:
     async def discard(self) -> None:
         """Drop a connection in an unknown state (a failed statement, a lost server)."""
         if self._connection is not None:
-            self._connection.terminate()
+            try:
+                self._connection.terminate()
+            except asyncpg.InterfaceError:  # the pool took it back already (it is closing)
+                self._connection = None
+                return
             await self.give_back()
 
     async def give_back(self) -> None:

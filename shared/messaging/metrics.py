@@ -41,6 +41,12 @@ class RuntimeMetrics:
             _LABELS,
             registry=self.registry,
         )
+        self.held = Counter(
+            "messages_held_total",
+            "Times a delivery was held because what its work needs (the inbox) was away.",
+            _LABELS,
+            registry=self.registry,
+        )
         self.handler_duration = Histogram(
             "handler_duration_seconds",
             "Time spent in handlers, whatever their outcome.",
@@ -65,6 +71,7 @@ class RuntimeMetrics:
             handled=self.handled.labels(**labels),
             retried=self.retried.labels(**labels),
             duplicates=self.duplicates.labels(**labels),
+            held=self.held.labels(**labels),
             handler_duration=self.handler_duration.labels(**labels),
             in_flight=self.in_flight.labels(**labels),
             _dead_lettered=self.dead_lettered,
@@ -83,6 +90,7 @@ class QueueMetrics:
     handled: Counter
     retried: Counter
     duplicates: Counter
+    held: Counter
     handler_duration: Histogram
     in_flight: Gauge
     _dead_lettered: Counter

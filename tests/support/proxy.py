@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 
 class CuttableProxy:
@@ -52,3 +54,17 @@ class CuttableProxy:
             self._pipes.discard(writer)
             with contextlib.suppress(Exception):
                 writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def proxied(url: str) -> AsyncIterator[tuple[CuttableProxy, str]]:
+    """A running proxy to the server of ``url`` (any scheme), and ``url`` pointed at it."""
+    parts = urlsplit(url)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 0)
+    await proxy.start()
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{proxy.port}" if credentials else f"127.0.0.1:{proxy.port}"
+    try:
+        yield proxy, parts._replace(netloc=netloc).geturl()
+    finally:
+        await proxy.cut()

@@ -11,7 +11,10 @@ user")`` for the next command, ``sink.refuse_recipient(address, reply)`` for
 every mail to one address), started later than built (``SmtpSink()`` picks
 its port at once, so a client can be pointed at a server that is down),
 restarted on the same port (``sink.restart()``: the connections clients hold
-go stale), and require STARTTLS and AUTH (``tls=`` a context
+go stale), run ``sink.after_data`` (in the server's thread) once a mail is
+recorded and before it is answered, drop the connection instead of answering
+(``sink.drop_after_data(1)``: the client cannot know the mail arrived), and
+require STARTTLS and AUTH (``tls=`` a context
 from ``self_signed_tls``, ``credentials={"user": "secret"}``).
 """
 
@@ -26,7 +29,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -80,7 +83,10 @@ class SmtpSink:
         self._replies: dict[str, deque[str]] = {c: deque() for c in ("MAIL", "RCPT", "DATA")}
         self._refused: dict[str, str] = {}
         self._connections = 0
+        self._drops_after_data = 0
         self._controller: Controller | None = None
+        #: Called in the server's thread with each mail recorded, before its answer.
+        self.after_data: Callable[[ReceivedMail], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -156,6 +162,18 @@ class SmtpSink:
         with self._lock:
             self._replies[command].append(reply)
 
+    def drop_after_data(self, count: int = 1) -> None:
+        """Record the next ``count`` mails, then close their connections instead of a 250."""
+        with self._lock:
+            self._drops_after_data += count
+
+    def _drop_this_one(self) -> bool:
+        with self._lock:
+            if self._drops_after_data:
+                self._drops_after_data -= 1
+                return True
+            return False
+
     def refuse_recipient(self, address: str, reply: str = "550 5.1.1 No such user") -> None:
         """Answer every ``RCPT TO:<address>`` with ``reply``, whatever the order of mails."""
         with self._lock:
@@ -226,16 +244,20 @@ class _Recorder:
         if (reply := self._sink._scripted_reply("DATA")) is not None:
             return reply
         connection = self._sink._connection_of(session)
-        self._sink._record(
-            ReceivedMail(
-                mail_from=envelope.mail_from or "",
-                rcpt_tos=tuple(envelope.rcpt_tos),
-                data=envelope.original_content or b"",
-                connection=connection,
-                tls=session.ssl is not None,
-                login=session.auth_data if session.authenticated else None,
-            )
+        mail = ReceivedMail(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            data=envelope.original_content or b"",
+            connection=connection,
+            tls=session.ssl is not None,
+            login=session.auth_data if session.authenticated else None,
         )
+        self._sink._record(mail)
+        if self._sink.after_data is not None:
+            self._sink.after_data(mail)
+        transport = server.transport
+        if self._sink._drop_this_one() and isinstance(transport, asyncio.Transport):
+            transport.abort()  # taken, but the client never hears so
         return f"250 2.0.0 OK: queued as sink-{connection}-{len(self._sink.received)}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import aiosmtplib.errors
 import pytest
 from icalendar import Calendar
 
-from email_consumer.mailer import RULES, OutgoingEmail, SmtpMailer, smtp_error
+from email_consumer.mailer import RULES, OutcomeUnknown, OutgoingEmail, SmtpMailer, smtp_error
 from email_consumer.render import Renderer
 from shared.messaging.errors import PermanentError, TransientError
 from shared.schemas import Attendee, EventSummary, RsvpCreated, RsvpPayload
@@ -209,6 +210,37 @@ async def test_a_server_that_never_greets_times_out_as_transient() -> None:
 
     assert caught.value.reason == "smtp_unavailable"
     assert isinstance(caught.value.__cause__, aiosmtplib.SMTPTimeoutError)
+
+
+# -- after DATA: the server may have the mail -------------------------------------
+
+
+async def test_a_connection_dropped_after_data_is_not_sent_again(
+    sink: SmtpSink, mailer: SmtpMailer
+) -> None:
+    email = an_email()
+    sink.drop_after_data(1)
+
+    with pytest.raises(OutcomeUnknown) as caught:
+        await mailer.send(email)
+
+    assert caught.value.reason == "smtp_outcome_unknown"
+    assert email.message_id in str(caught.value)  # what an operator looks up
+    assert len(sink.received) == 1  # it did arrive, once: no blind resend
+    await mailer.send(an_email())  # the next mail goes on a fresh connection
+    assert len(sink.received) == 2
+
+
+async def test_no_reply_after_data_within_the_timeout_is_not_sent_again(sink: SmtpSink) -> None:
+    sink.after_data = lambda mail: time.sleep(1.0)  # the 250 comes after the deadline
+
+    async with SmtpMailer(sink.host, sink.port, timeout=0.3) as mailer:
+        with pytest.raises(OutcomeUnknown) as caught:
+            await mailer.send(an_email())
+
+    assert isinstance(caught.value.__cause__, aiosmtplib.SMTPTimeoutError)
+    await asyncio.sleep(1.0)
+    assert len(sink.received) == 1
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")

@@ -6,15 +6,19 @@ and a stand-in for the broker's delivery that records ack and nack.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
+from uuid import UUID
 
 import pytest
 from aio_pika.abc import AbstractMessage
 
-from shared.messaging import delivery
+from shared.messaging import delivery, holding
 from shared.messaging.delivery import DeliveryProcessor
+from shared.messaging.errors import NotAttempted
+from shared.messaging.inbox import Claim
 from shared.messaging.metrics import RuntimeMetrics
 from shared.messaging.publisher import PublishNotConfirmed
 from shared.messaging.subscription import Subscription
@@ -128,4 +132,51 @@ async def test_a_type_the_subscription_does_not_take_is_dead_lettered_unhandled(
     assert calls == []
     assert publisher.published == [("dlx", EMAIL_RSVP_EVENTS.name)]
     assert publisher.headers[0]["x-fault-reason"] == "unexpected_type"
+    assert fake.settled == ["ack"]
+
+
+class AwayInbox(MemoryInbox):
+    """An inbox whose database is away for the first ``outages`` claims."""
+
+    def __init__(self, outages: int) -> None:
+        super().__init__()
+        self.outages = outages
+
+    def claim(self, consumer: str, message_id: UUID) -> AbstractAsyncContextManager[Claim]:
+        if self.outages:
+            self.outages -= 1
+            raise NotAttempted("inbox unreachable: ConnectionRefusedError()")
+        return super().claim(consumer, message_id)
+
+
+def _processor_on(inbox: MemoryInbox, publisher: RefusingPublisher, calls: list[Any]) -> Any:
+    processor = _processor(publisher, calls)
+    processor._inbox = inbox
+    return processor
+
+
+async def test_with_the_inbox_away_the_delivery_is_held_and_no_retry_tier_is_used() -> None:
+    publisher, calls = RefusingPublisher(refusals=0), []
+    fake = FakeDelivery(rsvp_created().model_dump_json().encode())
+
+    await _processor_on(AwayInbox(outages=3), publisher, calls).process(fake)
+
+    assert len(calls) == 1
+    assert publisher.published == [("notify.followups", "email.sent")]  # no retry copy
+    assert fake.settled == ["ack"]
+
+
+async def test_held_past_the_limit_it_waits_in_a_delay_queue_with_its_attempts_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(holding, "HOLD_LIMIT_S", 0.0)
+    publisher, calls = RefusingPublisher(refusals=0), []
+    fake = FakeDelivery(rsvp_created().model_dump_json().encode(), headers={"x-attempts": 2})
+
+    await _processor_on(AwayInbox(outages=100), publisher, calls).process(fake)
+
+    assert calls == []
+    queue = EMAIL_RSVP_EVENTS
+    assert publisher.published == [(queue.retry_exchange, queue.retry_queue(30))]
+    assert publisher.headers[0]["x-attempts"] == 2
     assert fake.settled == ["ack"]
