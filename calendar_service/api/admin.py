@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from calendar_service.api import admin_dead_letters
 from calendar_service.api.admin_dead_letters import MAX_RATE, MAX_REPLAY, actor_of, store_errors
 from calendar_service.api.deps import AdminUser, ContainerDep
-from shared.dlq.passes import ReplayTarget
+from shared.dlq.copies import ReplayTarget
 from shared.dlq.queries import MAX_PAGE, StoreFilter
 from shared.dlq.replays import ReplayOrder
 from shared.messaging.topology import dead_letter_queues

@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
 from calendar_service.api.deps import AdminUser, ContainerDep
-from shared.dlq.passes import ReplayTarget
+from shared.dlq.copies import ReplayTarget
 from shared.dlq.queries import MAX_PAGE, BadCursor, State, StoreFilter
 from shared.dlq.replays import ReplayOrder
 from shared.dlq.store import BrokerUnreachable, DeadLetterStore, UnknownReplay

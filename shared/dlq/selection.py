@@ -129,15 +129,32 @@ def replay_headers(letter: DeadLetter, *, now: datetime | None = None) -> dict[s
     The first route (``x-original-*``) and the broker's ``x-death`` history stay,
     so a copy that fails again still says where it came from.
     """
-    kept = {k: v for k, v in letter.headers.items() if k not in FAILURE_HEADERS}
-    return {
-        **kept,
-        faults.ORIGINAL_EXCHANGE: letter.original_exchange,
-        faults.ORIGINAL_ROUTING_KEY: letter.original_routing_key,
-        "x-attempts": 0,
-        REPLAY_COUNT: letter.replay_count + 1,
-        REPLAYED_AT: (now or datetime.now(UTC)).astimezone(UTC).isoformat(),
-    }
+    return copy_headers(
+        dict(letter.headers),
+        original_exchange=letter.original_exchange,
+        original_routing_key=letter.original_routing_key,
+        replay_count=letter.replay_count,
+        replayed_at=(now or datetime.now(UTC)).astimezone(UTC).isoformat(),
+    )
+
+
+def copy_headers(
+    headers: dict[str, Any],
+    *,
+    original_exchange: str,
+    original_routing_key: str,
+    replay_count: int,
+    replayed_at: str,
+) -> dict[str, Any]:
+    """:func:`replay_headers` made in place in ``headers`` (a replay makes thousands a second)."""
+    for name in FAILURE_HEADERS:
+        headers.pop(name, None)
+    headers[faults.ORIGINAL_EXCHANGE] = original_exchange
+    headers[faults.ORIGINAL_ROUTING_KEY] = original_routing_key
+    headers["x-attempts"] = 0
+    headers[REPLAY_COUNT] = replay_count + 1
+    headers[REPLAYED_AT] = replayed_at
+    return headers
 
 
 @dataclass(frozen=True)
