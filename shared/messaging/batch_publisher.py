@@ -4,22 +4,23 @@ aiormq's ``basic_publish`` handles one message per call: it takes the
 channel lock, arms a timeout, marshals the frames, hands them to the
 connection's writer (one socket write each) and waits for that message's
 confirm, so N copies in flight cost N tasks contending for one lock. A
-py-spy profile of a 100,000-letter replay spent most of the process there.
+py-spy profile of a store replay found most of its process there.
 :meth:`BatchPublisher.send` does those steps once for a whole batch: under
 the channel's lock it numbers the messages and registers a confirmation
 future for each exactly as ``basic_publish`` does, then queues all their
 frames as one write. aiormq's own reader settles each future: ``basic.ack``
 (single or ``multiple``), ``basic.nack`` or ``basic.return`` (every copy is
 ``mandatory``). The futures are plain ones, not registered with aiormq's
-future store (that costs three callbacks a message); instead
+future store (that costs several callbacks a message); instead
 :meth:`BatchPublisher.confirmed` waits beside them on one registered future,
 which the channel closing rejects, and then counts the unanswered as not
 confirmed.
 
 Only public attributes of aiormq's ``Channel`` are used (``lock``,
 ``delivery_tag``, ``confirmations``, ``message_id_delivery_tag``,
-``write_queue``, ``max_content_size``, ``create_future``); a test publishes,
-gets confirms, returns and a closed channel through it against a real broker.
+``write_queue``, ``max_content_size``, ``create_future``, ``loop``); a test
+publishes, gets confirms, returns and a closed channel through it against a
+real broker.
 """
 
 from __future__ import annotations
