@@ -133,7 +133,7 @@ class BatchPublisher:
         answer is ignored. Leaving early (cancelled) cancels them too.
         """
         closed = self._channel.create_future()  # rejected by aiormq when the channel closes
-        answered = asyncio.gather(*confirmations, return_exceptions=True)
+        answered = _all_done(confirmations)
         try:
             await asyncio.wait(
                 {answered, closed}, timeout=within, return_when=asyncio.FIRST_COMPLETED
@@ -147,7 +147,27 @@ class BatchPublisher:
 
     def _body_frames(self, body: bytes) -> list[ContentBody]:
         size = self._channel.max_content_size
+        if len(body) <= size:
+            return [ContentBody(body)] if body else []
         return [ContentBody(body[start : start + size]) for start in range(0, len(body), size)]
+
+
+def _all_done(confirmations: Sequence[Confirmation]) -> asyncio.Future[None]:
+    """A future done when every confirmation is (``gather`` without its per-future checks)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    remaining = len(confirmations)
+
+    def one_done(_: Confirmation) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0 and not done.done():
+            done.set_result(None)
+
+    if remaining == 0:
+        done.set_result(None)
+    for confirmation in confirmations:
+        confirmation.add_done_callback(one_done)
+    return done
 
 
 def _acked(confirmation: Confirmation) -> bool:
