@@ -28,7 +28,7 @@ from calendar_service.api.admin_dead_letters import (
 from calendar_service.api.deps import AdminUser, ContainerDep
 from calendar_service.api.errors import merged
 from calendar_service.api.fields import Instant
-from shared.dlq.passes import ReplayTarget
+from shared.dlq.copies import ReplayTarget
 from shared.dlq.queries import MAX_PAGE, StoreFilter
 from shared.dlq.replays import ReplayOrder
 from shared.messaging.topology import dead_letter_queues

@@ -20,7 +20,7 @@ from calendar_service.api.deps import AdminUser, ContainerDep
 from calendar_service.api.errors import Responses, merged, refusal, refusals
 from calendar_service.api.fields import Instant, RowId
 from calendar_service.errors import Overloaded
-from shared.dlq.passes import ReplayTarget
+from shared.dlq.copies import ReplayTarget
 from shared.dlq.queries import CURSOR_PATTERN, MAX_PAGE, BadCursor, State, StoreFilter
 from shared.dlq.replays import ReplayOrder
 from shared.dlq.store import BrokerUnreachable, DeadLetterStore, UnknownReplay

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from shared.dlq.passes import ReplayTarget
+from shared.dlq.copies import ReplayTarget
 from shared.dlq.queries import StoredLetter, StoreFilter
 from shared.dlq.replays import ReplayOrder
 from shared.dlq.store import DeadLetterStore

@@ -22,21 +22,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any
 
-import aio_pika
-import aiormq
 import asyncpg
-from aio_pika.abc import AbstractChannel
 
-from shared.dlq.archive import REPLAY_ID
-from shared.dlq.passes import ReplayTarget, publish_confirmed
-from shared.dlq.queries import StoredLetter, StoreFilter, stored_letter
+from shared.dlq.copies import COPY_COLUMNS, ReplayTarget, replay_copy
+from shared.dlq.queries import StoreFilter
 from shared.dlq.ratelimit import TokenBucket
-from shared.dlq.selection import replay_headers
 from shared.dlq.watch import FailureWatch, WatchPolicy
+from shared.messaging.batch_publisher import BatchPublisher, Confirmation, refusal
 
 log = logging.getLogger(__name__)
 
@@ -89,36 +86,13 @@ class ReplayOrder:
         }
 
 
-def replay_copy(stored: StoredLetter, replay_id: uuid.UUID) -> aio_pika.Message:
-    """The copy a replay publishes: same id, type and body; attempts reset; replay counted.
-
-    ``x-death`` stays in the store: a history read back from JSON is not the
-    broker's own table any more, and the broker starts a fresh one.
-    """
-    letter, properties = stored.letter, stored.properties
-    headers = {k: v for k, v in replay_headers(letter).items() if k != "x-death"}
-    headers[REPLAY_ID] = str(replay_id)
-    timestamp = properties.get("timestamp")
-    return aio_pika.Message(
-        letter.body,
-        headers=headers,
-        content_type=properties.get("content_type"),
-        correlation_id=properties.get("correlation_id"),
-        app_id=properties.get("app_id"),
-        timestamp=datetime.fromisoformat(timestamp) if isinstance(timestamp, str) else None,
-        message_id=letter.message_id,
-        type=letter.type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
-
-
 class ReplayJob:
     """One replay's run; its state lives in its row, so any process can read or cancel it."""
 
     def __init__(
         self,
         db: asyncpg.Pool,
-        channel: AbstractChannel,
+        publisher: BatchPublisher,
         replay_id: uuid.UUID,
         order: ReplayOrder,
         *,
@@ -126,9 +100,10 @@ class ReplayJob:
         last_id: int,
         started_at: datetime,
         batch: int = BATCH,
+        workers: int = WORKERS,
     ) -> None:
         self._db = db
-        self._channel = channel
+        self._publisher = publisher
         self.replay_id = replay_id
         self._order = order
         self._matched = matched
@@ -141,8 +116,12 @@ class ReplayJob:
         if order.rate is not None:
             batch = min(batch, max(1, int(order.rate)))  # a claim held about a second at most
         self._batch = batch
+        # A watched replay takes one step at a time: its verdict comes between them.
+        self._workers = 1 if self._watch is not None else workers
         #: rows claimed or replayed so far, against ``matched``
         self._taken = 0
+        #: the highest id claimed so far: no later claim looks below it
+        self._claimed_up_to = 0
         self._ended: tuple[str, str | None] | None = None
 
     async def run(self) -> None:
@@ -162,20 +141,18 @@ class ReplayJob:
         await self._db.execute(FINISH, self.replay_id, state, reason, failed_again)
 
     async def _replay(self) -> tuple[str, str | None]:
-        # Two steps in flight keep the broker busy while the other one waits for
-        # its last confirms and commits; SKIP LOCKED gives each its own rows. A
-        # watched replay takes one step at a time: its verdict comes between them.
-        workers = 1 if self._watch is not None else WORKERS
-        await asyncio.gather(*(self._step_until_done() for _ in range(workers)))
+        # Several steps in flight keep the broker busy while one waits for its
+        # last confirms and commits; SKIP LOCKED gives each its own rows.
+        await asyncio.gather(*(self._step_until_done() for _ in range(self._workers)))
         return self._ended or ("done", None)
 
     async def _step_until_done(self) -> None:
         args: list[Any] = []
         where = self._order.selection.where(args)
         claim = (
-            f"SELECT * FROM dead_letters WHERE state = 'dead' AND {where}"  # noqa: S608
-            f" AND id <= ${len(args) + 1}"
-            f" ORDER BY id LIMIT ${len(args) + 2} FOR UPDATE SKIP LOCKED"
+            f"SELECT {COPY_COLUMNS} FROM dead_letters WHERE state = 'dead' AND {where}"  # noqa: S608
+            f" AND id > ${len(args) + 1} AND id <= ${len(args) + 2}"
+            f" ORDER BY id LIMIT ${len(args) + 3} FOR UPDATE SKIP LOCKED"
         )
         while self._ended is None:
             if (reason := await self._hold_back()) is not None:
@@ -186,17 +163,20 @@ class ReplayJob:
                 return
             self._taken += size  # reserved before the claim: the other step sees it
             async with self._db.acquire() as connection, connection.transaction():
-                rows = await connection.fetch(claim, *args, self._last_id, size)
-                letters = [stored_letter(row) for row in rows]
-                confirmed, refused = await self._publish(letters)
-                await connection.execute(MARK_REPLAYED, [s.id for s in confirmed], self.replay_id)
+                after, up_to = self._claimed_up_to, self._last_id
+                rows = await connection.fetch(claim, *args, after, up_to, size)
+                if rows:
+                    # the next claims start after these (a step that fails ends the replay)
+                    self._claimed_up_to = max(self._claimed_up_to, rows[-1]["id"])
+                sent, refused = await self._publish(rows)
+                await connection.execute(MARK_REPLAYED, [row["id"] for row in sent], self.replay_id)
                 failed_again = self._watch.failed_again if self._watch else 0
                 cancelled = await connection.fetchval(
-                    PROGRESS, self.replay_id, len(confirmed), failed_again
+                    PROGRESS, self.replay_id, len(sent), failed_again
                 )
-            self._taken -= size - len(confirmed)
+            self._taken -= size - len(sent)
             if self._watch is not None:
-                self._watch.sent([s.letter.message_id or "" for s in confirmed])
+                self._watch.sent([row["message_id"] or "" for row in sent])
             if refused is not None:
                 self._ended = self._ended or ("stopped", f"broker refused: {refused}")
             elif cancelled:
@@ -221,29 +201,27 @@ class ReplayJob:
                 return "cancelled"
             await asyncio.sleep(0.05)
 
-    async def _publish(self, letters: list[StoredLetter]) -> tuple[list[StoredLetter], str | None]:
-        """Publish a copy of each; the confirmed ones, and why any was refused."""
-        if not letters:
+    async def _publish(
+        self, rows: Sequence[asyncpg.Record]
+    ) -> tuple[list[asyncpg.Record], str | None]:
+        """Publish a copy of each row; the rows whose copy was confirmed, and why any was not.
+
+        The copies go out in writes of many at once and their confirms are
+        awaited together (cancelled meanwhile, the caller's transaction rolls
+        back and nothing is marked). With a rate, a write holds only the
+        copies the token bucket has let through.
+        """
+        if not rows:
             return [], None
-        raw = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-
-        async def one(stored: StoredLetter) -> StoredLetter:
-            letter = stored.letter
-            if self._order.route is ReplayTarget.EXCHANGE:
-                exchange, key = letter.original_exchange, letter.original_routing_key
-            else:
-                exchange, key = "", letter.original_queue
-            await publish_confirmed(raw, replay_copy(stored, self.replay_id), exchange, key)
-            return stored
-
-        tasks = []
-        for stored in letters:
+        replayed_at = datetime.now(UTC).isoformat()
+        copies = [replay_copy(row, self.replay_id, replayed_at, self._order.route) for row in rows]
+        confirmations: list[Confirmation] = []
+        chunk = len(copies) if self._rate is None else max(1, int(self._rate.burst))
+        for start in range(0, len(copies), chunk):
             if self._rate is not None:
-                await self._rate.acquire()
-            tasks.append(asyncio.create_task(one(stored)))
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        confirmed = [r for r in results if isinstance(r, StoredLetter)]
-        refused = next((r for r in results if isinstance(r, BaseException)), None)
-        if refused is not None and not isinstance(refused, Exception):
-            raise refused  # cancelled: the transaction rolls back, nothing is marked
-        return confirmed, str(refused) if refused is not None else None
+                for _ in range(min(chunk, len(copies) - start)):
+                    await self._rate.acquire()
+            confirmations += await self._publisher.send(copies[start : start + chunk])
+        answers = await self._publisher.confirmed(confirmations)
+        sent = [row for row, yes in zip(rows, answers, strict=True) if yes]
+        return sent, refusal(confirmations)

@@ -1,11 +1,12 @@
-"""What a dead letter says about itself, and which dead letters an operator picked.
+"""What a dead letter says about itself, and what its replayed copy carries.
 
 A message in ``<queue>.dlq`` got there one of two ways: our runtime
 dead-lettered it with fault headers (``x-fault-reason``, ``x-exception-type``
 … design §6.5), or the broker did (delivery limit, rejection), leaving only
 ``x-death``. :func:`read_dead_letter` turns either into one
-:class:`DeadLetter`; :class:`Filter` is the operator's choice over them. Both
-are pure: no broker here, so they are unit-tested on plain headers.
+:class:`DeadLetter`; :func:`replay_headers` says what its replayed copy
+carries. Both are pure: no broker here, so they are unit-tested on plain
+headers.
 """
 
 from __future__ import annotations
@@ -129,51 +130,29 @@ def replay_headers(letter: DeadLetter, *, now: datetime | None = None) -> dict[s
     The first route (``x-original-*``) and the broker's ``x-death`` history stay,
     so a copy that fails again still says where it came from.
     """
-    kept = {k: v for k, v in letter.headers.items() if k not in FAILURE_HEADERS}
-    return {
-        **kept,
-        faults.ORIGINAL_EXCHANGE: letter.original_exchange,
-        faults.ORIGINAL_ROUTING_KEY: letter.original_routing_key,
-        "x-attempts": 0,
-        REPLAY_COUNT: letter.replay_count + 1,
-        REPLAYED_AT: (now or datetime.now(UTC)).astimezone(UTC).isoformat(),
-    }
+    return copy_headers(
+        dict(letter.headers),
+        original_exchange=letter.original_exchange,
+        original_routing_key=letter.original_routing_key,
+        replay_count=letter.replay_count,
+        replayed_at=(now or datetime.now(UTC)).astimezone(UTC).isoformat(),
+    )
 
 
-@dataclass(frozen=True)
-class Filter:
-    """The dead letters an operator picked; an empty filter picks every one.
-
-    ``since`` / ``until`` bound the failure time (``since`` inclusive, ``until``
-    exclusive); a dead letter with no known failure time never matches them.
-    """
-
-    type: str | None = None
-    reason: str | None = None
-    message_ids: frozenset[str] = frozenset()
-    since: datetime | None = None
-    until: datetime | None = None
-
-    @property
-    def is_empty(self) -> bool:
-        return self == Filter()
-
-    def matches(self, letter: DeadLetter) -> bool:
-        if self.type is not None and letter.type != self.type:
-            return False
-        if self.reason is not None and letter.reason != self.reason:
-            return False
-        if self.message_ids and letter.message_id not in self.message_ids:
-            return False
-        if self.since is not None or self.until is not None:
-            if letter.failed_at is None:
-                return False
-            if self.since is not None and letter.failed_at < _aware(self.since):
-                return False
-            if self.until is not None and letter.failed_at >= _aware(self.until):
-                return False
-        return True
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def copy_headers(
+    headers: dict[str, Any],
+    *,
+    original_exchange: str,
+    original_routing_key: str,
+    replay_count: int,
+    replayed_at: str,
+) -> dict[str, Any]:
+    """:func:`replay_headers` made in place in ``headers`` (a replay makes thousands a second)."""
+    for name in FAILURE_HEADERS:
+        headers.pop(name, None)
+    headers[faults.ORIGINAL_EXCHANGE] = original_exchange
+    headers[faults.ORIGINAL_ROUTING_KEY] = original_routing_key
+    headers["x-attempts"] = 0
+    headers[REPLAY_COUNT] = replay_count + 1
+    headers[REPLAYED_AT] = replayed_at
+    return headers

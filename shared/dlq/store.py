@@ -13,9 +13,10 @@ import asyncio
 import dataclasses
 import uuid
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import aio_pika
+import aiormq
 import asyncpg
 import orjson
 from aio_pika.abc import AbstractRobustConnection
@@ -23,6 +24,7 @@ from aio_pika.abc import AbstractRobustConnection
 from shared.dlq import audit, queries
 from shared.dlq.queries import StoreFilter
 from shared.dlq.replays import ABANDONED_AFTER_S, FINISH, ReplayJob, ReplayOrder
+from shared.messaging.batch_publisher import BatchPublisher
 from shared.service.broker import open_broker_connection
 
 START_REPLAY = """
@@ -187,11 +189,18 @@ class DeadLetterStore:
             channel = await (await self._broker_connection()).channel(
                 publisher_confirms=True, on_return_raises=True
             )
+            raw = cast(aiormq.Channel, await channel.get_underlay_channel())
         except Exception as exc:
             await db.execute(FINISH, replay_id, "stopped", f"broker unreachable: {exc!r}", 0)
             raise BrokerUnreachable(str(exc)) from exc
         job = ReplayJob(
-            db, channel, replay_id, order, matched=matched, last_id=last_id, started_at=started_at
+            db,
+            BatchPublisher(raw),
+            replay_id,
+            order,
+            matched=matched,
+            last_id=last_id,
+            started_at=started_at,
         )
         task = asyncio.create_task(self._run(job, channel))
         self._jobs[replay_id] = task

@@ -188,3 +188,55 @@ async def test_a_replay_into_a_consumer_that_still_fails_stops_itself_within_the
     assert progress["failed_again"] > 0
     assert originals == 1000 - progress["replayed"]
     assert sink.received == []
+
+
+async def _copies_and_states(
+    fresh_broker: BrokerEnv, store: asyncpg.Pool
+) -> tuple[list[str], dict[str, str]]:
+    copies = [c.message_id or "" for c in await drain(fresh_broker, ORIGIN, "push")]
+    rows = await store.fetch("SELECT message_id, state FROM dead_letters")
+    return copies, {row["message_id"]: row["state"] for row in rows}
+
+
+async def test_a_replay_cancelled_with_batches_in_flight_sends_exactly_what_it_marks(
+    fresh_broker: BrokerEnv, store: asyncpg.Pool, dead_letters: DeadLetterStore
+) -> None:
+    await store_letters(store, [arrived(PUSH_COMMANDS, email_send()) for _ in range(5000)])
+
+    replay_id, _ = await dead_letters.start_replay(
+        ReplayOrder(StoreFilter(), actor="ops"), target="all"
+    )
+    await dead_letters.cancel_replay(replay_id, actor="ops")  # its first batches are out already
+    progress = await _finished(dead_letters, replay_id)
+
+    copies, states = await _copies_and_states(fresh_broker, store)
+    replayed = {m for m, state in states.items() if state == "replayed"}
+    assert (progress["state"], progress["stopped_reason"]) == ("stopped", "cancelled")
+    assert 0 < progress["replayed"] == len(replayed) < 5000
+    assert sorted(copies) == sorted(replayed)  # each marked row's copy once, no other copy
+    assert set(states.values()) == {"replayed", "dead"}
+
+
+async def test_a_replay_interrupted_at_full_speed_marks_no_row_whose_copy_is_not_out(
+    fresh_broker: BrokerEnv, database_url: str, store: asyncpg.Pool
+) -> None:
+    await store_letters(store, [arrived(PUSH_COMMANDS, email_send()) for _ in range(5000)])
+    dead_letters = DeadLetterStore(
+        database_url.replace("+asyncpg", ""), fresh_broker.amqp_url("ops")
+    )
+    replay_id, _ = await dead_letters.start_replay(
+        ReplayOrder(StoreFilter(), actor="ops"), target="all"
+    )
+    await until(
+        lambda: dead_letters.replay(replay_id), lambda r: r["replayed"] > 0, what="progress"
+    )
+
+    await dead_letters.aclose()  # the process stops with batches unconfirmed
+
+    copies, states = await _copies_and_states(fresh_broker, store)
+    replayed = {m for m, state in states.items() if state == "replayed"}
+    assert len(states) == 5000
+    assert len(copies) == len(set(copies))  # no copy twice
+    assert replayed <= set(copies)  # copies may exceed marks, never trail
+    assert set(states.values()) <= {"replayed", "dead"}
+    assert replayed

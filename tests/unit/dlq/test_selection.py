@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from shared.dlq.selection import REPLAY_COUNT, Filter, read_dead_letter, replay_headers
+from shared.dlq.selection import REPLAY_COUNT, read_dead_letter, replay_headers
 from shared.messaging import faults
 
 FAILED_AT = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
@@ -96,24 +96,3 @@ def test_replay_headers_reset_attempts_drop_failure_facts_and_count_replays() ->
     assert headers[faults.ORIGINAL_EXCHANGE] == "rsvp.events"
     for gone in (faults.FAULT_REASON, faults.EXCEPTION_TYPE, faults.FAILED_AT, "x-delivery-count"):
         assert gone not in headers
-
-
-def test_filter_picks_by_type_reason_id_and_time_window() -> None:
-    letter = read_dead_letter(
-        runtime_dead_letter(),
-        message_id="m1",
-        message_type="rsvp.created",
-        dead_letter_queue="email.rsvp_events.dlq",
-    )
-    hour = timedelta(hours=1)
-
-    assert Filter().matches(letter)
-    assert Filter(type="rsvp.created", reason="invalid_recipient").matches(letter)
-    assert not Filter(type="email.send").matches(letter)
-    assert not Filter(reason="other").matches(letter)
-    assert Filter(message_ids=frozenset({"m1", "m9"})).matches(letter)
-    assert not Filter(message_ids=frozenset({"m9"})).matches(letter)
-    assert Filter(since=FAILED_AT, until=FAILED_AT + hour).matches(letter)  # since inclusive
-    assert not Filter(until=FAILED_AT).matches(letter)  # until exclusive
-    assert not Filter(since=FAILED_AT + hour).matches(letter)
-    assert Filter(since=FAILED_AT.replace(tzinfo=None) - hour).matches(letter)  # naive = UTC
