@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import aiormq
 import pytest
 
 from shared.management import ManagementClient, ManagementError
@@ -56,8 +57,14 @@ async def test_a_connection_whose_node_goes_away_goes_on_through_the_next_node(
         async with asyncio.timeout(20):
             while not (connection.connected.is_set() and connection.url.port == second.port):
                 await asyncio.sleep(0.05)
-            # the same robust channel, restored by aio-pika on the next node
-            await publish(channel, EVENTS_EXCHANGE, "", b'{"n": 2}', message_id="after")
+            # the same robust channel, restored by aio-pika on the next node (its
+            # restoration may trail the connection's by a moment: nothing is sent until then)
+            while True:
+                try:
+                    await publish(channel, EVENTS_EXCHANGE, "", b'{"n": 2}', message_id="after")
+                    break
+                except aiormq.exceptions.ChannelInvalidStateError:
+                    await asyncio.sleep(0.05)
     finally:
         await connection.close()
 
