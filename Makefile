@@ -147,7 +147,7 @@ REFERENCE_ARGS ?=
 bench-reference: services nginx
 	$(PY) -m bench.reference_load $(REFERENCE_ARGS)
 
-SNAPSHOT_ARGS ?= --rates 50,100,200,300 --step-seconds 30 --all-steps
+SNAPSHOT_ARGS ?= --rates 50,100,150,200,250 --step-seconds 30 --all-steps
 dashboard-snapshot: services nginx ## the reference load with Prometheus scraping; each dashboard panel to bench/results/dashboard/
 	@$(PY) -m devtools.env prometheus
 	$(PY) -m bench.reference_load --prometheus $(SNAPSHOT_ARGS)
