@@ -130,7 +130,9 @@ async def offer(
         share = rate / generators
         command = ["-m", "bench.mixed_load", "--api", api, "--rate", f"{share:g}"]
         command += ["--seconds", f"{seconds:g}", "--plan", str(plan_file), "--out", str(out)]
-        command += ["--seed", str(15 + index)]
+        # a seed per step and generator: the same seed would answer the last step's RSVPs again
+        # (200 unchanged) instead of making new ones (201, a mail and a push each)
+        command += ["--seed", str(int(rate) * 100 + index)]
         async with harness.process(command, log=workdir / "load.log") as load:
             await harness.next_line(load)
         return [json.loads(line) for line in out.read_text().splitlines()]
