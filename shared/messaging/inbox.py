@@ -108,7 +108,7 @@ $$
 #: so the 0006 race stays closed. Rows come back in the order of ``p_ids``.
 #: Each id is a ``LATERAL ... LIMIT 1`` probe of the primary key: as a join,
 #: the planner hashed the ids and scanned the whole table whenever it had not
-#: analyzed it yet, and the function kept that plan. Migration 0011 creates
+#: analyzed it yet, and the function kept that plan. Migration 0012 creates
 #: it in production.
 INBOX_CLAIM_MANY_FUNCTION = """
 CREATE OR REPLACE FUNCTION consumer_inbox_claim_many(
