@@ -8,6 +8,11 @@ keep up). For each: CPU per RSVP of every process from /proc (load generator
 and sinks excluded), HTTP latency, 2xx -> mail and 2xx -> push, the relay's
 commit -> confirm lag (B4), peak RSS (B7), and lost or duplicated
 notifications, which make it exit non-zero.
+
+``--profile DIR`` also samples every system process with py-spy during each
+phase and writes ``DIR/<phase>-<process>.txt`` (collapsed stacks, as
+``py-spy record -f raw`` writes them). Sampling costs CPU in its own process
+and a little in the sampled one: a profiled run's CPU figures are not quoted.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -101,6 +107,30 @@ async def drive_load(
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
+async def profiling(
+    system: System, phase: str, seconds: float, directory: Path | None
+) -> list[asyncio.subprocess.Process]:
+    """py-spy on every measured process for the phase (nothing when ``directory`` is None)."""
+    if directory is None:
+        return []
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy (it comes with `make venv`)")
+    samplers = []
+    for process in system.measured:
+        if process.handle is None:
+            continue
+        out = directory / f"{phase}-{process.name}.txt"
+        command = [spy, "record", "--nonblocking", "-r", "250", "-f", "raw"]
+        command += ["-d", str(int(seconds)), "-o", str(out), "-p", str(process.handle.pid)]
+        samplers.append(
+            await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+        )
+    return samplers
+
+
 async def run_phase(
     system: System,
     name: str,
@@ -118,7 +148,10 @@ async def run_phase(
     lag_before = await lag_buckets(system)
     cpu_before = procstat.cpu_seconds(groups, procstat.all_stats())
     started = time.time()
+    samplers = await profiling(system, name, seconds, args.profile)
     answers = await drive_load(system, attendees, rate, seconds, args.workdir)
+    for sampler_process in samplers:
+        await sampler_process.wait()
     wanted = {a["user"] for a in answers if 200 <= a["status"] < 300}
     deadline = time.monotonic() + args.drain_seconds
     while time.monotonic() < deadline:
@@ -195,14 +228,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst-rate", type=float, default=150, help="burst phase (0 skips)")
     parser.add_argument("--burst-seconds", type=float, default=60)
     parser.add_argument("--drain-seconds", type=float, default=120, help="wait for the last ones")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy every process into this folder"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="b2-") as workdir:
         args.workdir = Path(workdir)
         report, records = asyncio.run(measure(args))
+    if args.profile is not None:
+        print(json.dumps(report["figures"], indent=1)[:4000])
+        print(f"profiles in {args.profile}; a profiled run's figures are not written")
+        return 0
     path = harness.write_result(NAME, report)
     plots = b2_report.plot(records, harness.RESULTS)
     print(b2_report.text(json.loads(path.read_text())))
