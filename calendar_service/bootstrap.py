@@ -111,7 +111,10 @@ async def bootstrap(settings: Settings) -> Container:
         passwords=PasswordHashing(settings.password_hash_concurrency),
         # the dead-letter store; connects on the first admin request (broker: as ops)
         dead_letters=DeadLetterStore(
-            settings.asyncpg_dsn, settings.dead_letter_amqp_url, name="calendar-admin"
+            settings.asyncpg_dsn,
+            settings.dead_letter_amqp_url,
+            name="calendar-admin",
+            pool_timeout_s=settings.db_pool_timeout_s,
         ),
         answers=await RsvpAnswers.connect(
             settings.asyncpg_dsn,
