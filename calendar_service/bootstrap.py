@@ -80,12 +80,11 @@ async def bootstrap(settings: Settings) -> Container:
     client = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
     )
-    engine = create_engine(settings, pool_timeout_s=settings.db_pool_timeout_s)
+    engine = create_engine(settings)
     read_engine = engine
     if settings.database_read_url:
         read_engine = create_engine(
             settings,
-            pool_timeout_s=settings.db_pool_timeout_s,
             url=settings.database_read_url,
             application_name="calendar_service.reads",
         )

@@ -4,7 +4,8 @@ Each test holds the only connection of a one-connection pool, so the next
 acquire must wait: it gives up after the pool's acquire timeout with
 ``PoolExhausted``, which the consumers take as "not attempted" (the message
 is held, no retry tier used) and the relay as a reason to back off. A
-statement timeout, PostgreSQL's answer, stays an error of the work.
+statement timeout, PostgreSQL's answer, stays an error of the work. The
+scheduler's SQLAlchemy pool is bounded by the same setting.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from calendar_service.config import Settings as CalendarSettings
+from calendar_service.db.session import create_engine
 from calendar_service.delivery_reports import record_deliveries
+from calendar_service.errors import Overloaded
 from calendar_service.relay import OutboxRelay, RelayOptions
+from calendar_service.scheduler import Scheduler
 from email_consumer.config import Settings as EmailSettings
 from push_consumer.store import PostgresSubscriptionStore, store_pool
 from shared.dlq.queries import StoreFilter
@@ -152,6 +157,31 @@ async def test_a_relay_pass_on_a_busy_pool_gives_up_and_the_relay_backs_off(
 
     assert database_unreachable(exhausted_underneath(error))
     assert still_running, "the relay backs off and tries again; it does not stop"
+
+
+async def test_a_scheduler_pass_on_a_busy_pool_gives_up_and_the_scheduler_backs_off(
+    database_url: str,
+) -> None:
+    settings = CalendarSettings(
+        database_url=database_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout_s=WAIT_S
+    )
+    engine = create_engine(settings)
+    try:
+        async with engine.connect():  # the pool's only connection
+            scheduler = Scheduler(engine, offsets_s=settings.reminder_offsets)
+            error = await gives_up_in_time(scheduler.run_once)
+
+            stop = asyncio.Event()
+            running = asyncio.create_task(scheduler.run(stop))
+            await asyncio.sleep(3 * WAIT_S)
+            still_running = not running.done()
+            stop.set()
+            await asyncio.wait_for(running, timeout=WAIT_S + SLACK_S)
+    finally:
+        await engine.dispose()
+
+    assert isinstance(error, Overloaded)
+    assert still_running, "the scheduler backs off and tries again; it does not stop"
 
 
 async def test_delivery_reports_on_a_busy_pool_are_not_attempted(dsn: str) -> None:
