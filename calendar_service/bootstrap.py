@@ -80,12 +80,11 @@ async def bootstrap(settings: Settings) -> Container:
     client = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
     )
-    engine = create_engine(settings, pool_timeout_s=settings.db_pool_timeout_s)
+    engine = create_engine(settings)
     read_engine = engine
     if settings.database_read_url:
         read_engine = create_engine(
             settings,
-            pool_timeout_s=settings.db_pool_timeout_s,
             url=settings.database_read_url,
             application_name="calendar_service.reads",
         )
@@ -111,7 +110,10 @@ async def bootstrap(settings: Settings) -> Container:
         passwords=PasswordHashing(settings.password_hash_concurrency),
         # the dead-letter store; connects on the first admin request (broker: as ops)
         dead_letters=DeadLetterStore(
-            settings.asyncpg_dsn, settings.dead_letter_amqp_url, name="calendar-admin"
+            settings.asyncpg_dsn,
+            settings.dead_letter_amqp_url,
+            name="calendar-admin",
+            pool_timeout_s=settings.db_pool_timeout_s,
         ),
         answers=await RsvpAnswers.connect(
             settings.asyncpg_dsn,

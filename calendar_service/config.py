@@ -56,9 +56,6 @@ class Settings(ServiceSettings):
     #: A comma-separated list of nodes, as ``AMQP_URL``.
     admin_amqp_url: str | None = None
 
-    #: Longest a request waits for a database connection before it is answered
-    #: 503 with Retry-After (design §8: never a 30 s wait, never a 500).
-    db_pool_timeout_s: float = Field(default=1.0, gt=0, le=30)
     #: Broker refusals after which the relay parks an outbox row (issue 14).
     outbox_max_attempts: int = Field(default=10, ge=1)
 

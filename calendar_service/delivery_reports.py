@@ -41,7 +41,7 @@ from shared.schemas import (
     PushSubscriptionExpired,
 )
 from shared.service.consumer import ConsumerService, nothing_to_reset
-from shared.service.database import database_unreachable
+from shared.service.database import bounded_pool, database_unreachable
 from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service
 
@@ -200,8 +200,9 @@ async def bootstrap(
             # the inbox batches every record onto one connection; the reports'
             # batches take others. Nothing here takes a lock or leaves a setting
             # behind, so connections go back without asyncpg's reset round trip.
-            pool = await asyncpg.create_pool(
+            pool = await bounded_pool(
                 settings.asyncpg_dsn,
+                acquire_timeout_s=settings.db_pool_timeout_s,
                 min_size=1,
                 max_size=4,
                 reset=nothing_to_reset,

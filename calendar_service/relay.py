@@ -42,6 +42,7 @@ from shared.messaging.codec import stored_body_to_amqp
 from shared.messaging.publisher import Publisher, PublishNotConfirmed
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
+from shared.service.database import bounded_pool
 from shared.service.listener import keep_listening
 from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service, run_until_stopped
@@ -481,8 +482,9 @@ async def bootstrap(
     connection (made in ``run``, with back-off, unless given); closed on exit."""
     async with AsyncExitStack() as opened:
         if pool is None:
-            pool = await asyncpg.create_pool(
+            pool = await bounded_pool(
                 settings.asyncpg_dsn,
+                acquire_timeout_s=settings.db_pool_timeout_s,
                 min_size=2,
                 max_size=4,
                 server_settings={**settings.db_server_settings, **MARK_WITHOUT_FSYNC},

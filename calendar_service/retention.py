@@ -14,6 +14,7 @@ import logging
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ async def keep_pruning(
                 idempotency_key_retention_s=idempotency_key_retention_s,
                 inbox_retention_s=inbox_retention_s,
             )
-        except (OSError, DBAPIError) as exc:
+        except (OSError, DBAPIError, PoolTimeout) as exc:  # PoolTimeout: the pool busy
             log.warning("pruning failed; trying again in %.0f s: %r", wait, exc)
             continue
         if any(removed.values()):

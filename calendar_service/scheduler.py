@@ -42,6 +42,7 @@ from calendar_service.commands import COMMAND_NAMESPACE, attendee, commands_for,
 from calendar_service.config import Settings
 from calendar_service.db.session import create_engine
 from calendar_service.db.uow import UnitOfWork
+from calendar_service.errors import Overloaded
 from calendar_service.retention import keep_pruning
 from shared.schemas import Envelope, NotificationCommand
 from shared.service.backoff import Backoff
@@ -233,8 +234,9 @@ class Scheduler:
                 done = await self.run_once()
                 sleep = await self.seconds_until_next_due(since=started)
                 backoff.reset()
-            except (OSError, asyncpg.PostgresError, DBAPIError) as exc:
-                # a restart, a lost connection, a deadlock: all worth another pass
+            except (OSError, asyncpg.PostgresError, DBAPIError, Overloaded) as exc:
+                # a restart, a lost connection, a deadlock, a pool with no
+                # connection free in DB_POOL_TIMEOUT_S: all worth another pass
                 sleep = backoff.next_delay()
                 log.warning("scheduler pass failed, retrying in %.0fs: %r", sleep, exc)
                 self.metrics.failures.inc()

@@ -62,6 +62,7 @@ async def bootstrap(
             store = await opened.enter_async_context(
                 store_pool(
                     settings.asyncpg_dsn,
+                    acquire_timeout_s=settings.db_pool_timeout_s,
                     server_settings=settings.db_server_settings,
                     connect_timeout_s=settings.db_connect_timeout_s,
                 )

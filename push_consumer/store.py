@@ -20,7 +20,7 @@ import asyncpg
 from push_consumer.webpush import PushTarget
 from shared.messaging.errors import NotAttempted
 from shared.service.consumer import nothing_to_reset
-from shared.service.database import database_unreachable, until_it_lands
+from shared.service.database import bounded_pool, database_unreachable, until_it_lands
 
 _SUBSCRIPTIONS = """
 SELECT s.id, s.endpoint, s.p256dh, s.auth, d.subscription_id IS NOT NULL AS already_sent
@@ -42,7 +42,11 @@ STORE_CONNECTIONS = 4
 
 @asynccontextmanager
 async def store_pool(
-    dsn: str, *, server_settings: dict[str, str] | None = None, connect_timeout_s: float = 10.0
+    dsn: str,
+    *,
+    acquire_timeout_s: float,
+    server_settings: dict[str, str] | None = None,
+    connect_timeout_s: float = 10.0,
 ) -> AsyncIterator[asyncpg.Pool]:
     """A small pool for the store, whose connections go back without asyncpg's reset.
 
@@ -52,8 +56,9 @@ async def store_pool(
     would be pure cost on every message. The inbox's pool keeps its reset:
     that is how its claims' advisory locks are let go.
     """
-    pool = await asyncpg.create_pool(
+    pool = await bounded_pool(
         dsn,
+        acquire_timeout_s=acquire_timeout_s,
         min_size=1,
         max_size=STORE_CONNECTIONS,
         reset=nothing_to_reset,

@@ -43,6 +43,10 @@ def _url_list_of(schemes: tuple[str, ...], value: str) -> str:
     return ",".join(urls)
 
 
+#: ``DB_POOL_TIMEOUT_S``'s default, for pools built without settings (tests, benchmarks).
+DB_POOL_TIMEOUT_S = 1.0
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -59,8 +63,14 @@ class ServiceSettings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=5000, ge=0)
     #: Longest a statement waits for a row or table lock (0: no limit).
     db_lock_timeout_ms: int = Field(default=2000, ge=0)
-    #: Longest opening one database connection, or waiting for a free one in a pool, may take.
+    #: Longest opening one database connection may take.
     db_connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: Longest any process waits for a free connection of its pool (or a new one to
+    #: open in its place). Past it the database counts as busy or away, not as the
+    #: work failing: the API answers 503 with Retry-After (design §8: never a 30 s
+    #: wait, never a 500), a consumer holds its message, the relay and the archiver
+    #: back off.
+    db_pool_timeout_s: float = Field(default=DB_POOL_TIMEOUT_S, gt=0, le=30)
 
     #: One broker URL, or a comma-separated list naming every node of a cluster:
     #: a process connects to the first that answers and moves to the next when it is lost.

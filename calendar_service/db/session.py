@@ -10,11 +10,11 @@ from shared.settings import ServiceSettings
 def create_engine(
     settings: ServiceSettings,
     *,
-    pool_timeout_s: float = 30.0,
     url: str | None = None,
     application_name: str = "calendar_service",
 ) -> AsyncEngine:
-    """``pool_timeout_s`` bounds the wait for a connection (the API's is short: §8).
+    """A connection not free within ``DB_POOL_TIMEOUT_S`` is SQLAlchemy's pool
+    ``TimeoutError`` (the unit of work's ``Overloaded``: §8, a 503 in the API).
 
     ``url`` is another server than ``DATABASE_URL``'s (the API's read replica),
     with the same pool size and deadlines.
@@ -27,7 +27,7 @@ def create_engine(
         url or settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_timeout=pool_timeout_s,
+        pool_timeout=settings.db_pool_timeout_s,
         pool_pre_ping=True,
         pool_recycle=1800,
         # asyncpg's statement cache makes repeated queries cheap; keep it

@@ -31,6 +31,7 @@ from shared.messaging.topology import dead_letter_queues
 from shared.production import development_password
 from shared.service.backoff import Backoff, sleep_unless_stopped
 from shared.service.broker import connect_broker
+from shared.service.database import bounded_pool
 from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service, run_until_stopped
 from shared.settings import split_url_list
@@ -234,7 +235,12 @@ async def bootstrap(
     as the ``ops`` user (made in ``run``, with back-off, unless given); closed on exit."""
     async with AsyncExitStack() as opened:
         if pool is None:
-            pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=3)
+            pool = await bounded_pool(
+                settings.asyncpg_dsn,
+                acquire_timeout_s=settings.db_pool_timeout_s,
+                min_size=1,
+                max_size=3,
+            )
             opened.push_async_callback(pool.close)
         watch_pool("dead_letters", pool)
         opened.callback(forget_pool, "dead_letters")

@@ -63,7 +63,9 @@ def _run(work: Callable[[DeadLetterStore], Awaitable[T]]) -> T:
     settings = DlqSettings()
 
     async def main() -> T:
-        async with DeadLetterStore(settings.asyncpg_dsn, settings.amqp_url) as store:
+        async with DeadLetterStore(
+            settings.asyncpg_dsn, settings.amqp_url, pool_timeout_s=settings.db_pool_timeout_s
+        ) as store:
             return await work(store)
 
     try:

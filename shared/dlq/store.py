@@ -26,6 +26,8 @@ from shared.dlq.queries import StoreFilter
 from shared.dlq.replays import ABANDONED_AFTER_S, FINISH, ReplayJob, ReplayOrder
 from shared.messaging.batch_publisher import BatchPublisher
 from shared.service.broker import open_broker_connection
+from shared.service.database import bounded_pool
+from shared.settings import DB_POOL_TIMEOUT_S
 
 START_REPLAY = """
 INSERT INTO dead_letter_replays (id, actor, selection, route, rate, stop_if_failing, state, matched)
@@ -71,8 +73,17 @@ def replay_as_dict(row: asyncpg.Record) -> dict[str, Any]:
 
 
 class DeadLetterStore:
-    def __init__(self, dsn: str, amqp_url: str, *, name: str = "rsvp-dlq", pool_size: int = 6):
+    def __init__(
+        self,
+        dsn: str,
+        amqp_url: str,
+        *,
+        name: str = "rsvp-dlq",
+        pool_size: int = 6,
+        pool_timeout_s: float = DB_POOL_TIMEOUT_S,
+    ):
         self._dsn = dsn
+        self._pool_timeout_s = pool_timeout_s
         self._amqp_url = amqp_url
         self._name = name
         self._pool_size = pool_size
@@ -106,8 +117,11 @@ class DeadLetterStore:
     async def db(self) -> asyncpg.Pool:
         async with self._opening:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn, min_size=1, max_size=self._pool_size
+                self._pool = await bounded_pool(
+                    self._dsn,
+                    acquire_timeout_s=self._pool_timeout_s,
+                    min_size=1,
+                    max_size=self._pool_size,
                 )
             return self._pool
 

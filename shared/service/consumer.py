@@ -16,6 +16,7 @@ import asyncpg
 
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.runtime import ConsumerRuntime
+from shared.service.database import bounded_pool
 from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_until_stopped
 
@@ -36,6 +37,9 @@ class ConsumerSettings(Protocol):
     def db_connect_timeout_s(self) -> float: ...
 
     @property
+    def db_pool_timeout_s(self) -> float: ...
+
+    @property
     def prefetch(self) -> int: ...
 
     @property
@@ -49,8 +53,9 @@ class ConsumerSettings(Protocol):
 async def inbox_pool(settings: ConsumerSettings, *, spare: int) -> AsyncIterator[asyncpg.Pool]:
     """A pool with two connections for the inbox (the claims and the records of all
     messages in flight share them) plus ``spare`` for what the handlers query themselves."""
-    pool = await asyncpg.create_pool(
+    pool = await bounded_pool(
         settings.asyncpg_dsn,
+        acquire_timeout_s=settings.db_pool_timeout_s,
         min_size=min(2, spare),
         max_size=2 + spare,
         server_settings=settings.db_server_settings,

@@ -7,22 +7,34 @@ process that must wait out such an outage rather than fail the work it
 holds asks :func:`database_unreachable`: the consumers (a message whose inbox
 cannot be reached was not attempted) and the API (503 with ``Retry-After``,
 never a 500).
+
+Every process's pools bound their acquires (:func:`bounded_pool`,
+``DB_POOL_TIMEOUT_S``): a connection not free in time is
+:class:`PoolExhausted`, the database busy or away, never a wait without end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 from shared.service.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:  # generic only in the stubs
+    _Pool = asyncpg.Pool[asyncpg.Record]
+    _AcquireContext = PoolAcquireContext[asyncpg.Record]
+else:
+    _Pool = asyncpg.Pool
+    _AcquireContext = PoolAcquireContext
 
 #: Longest pause between two tries of a write that must land.
 RETRY_PAUSE_MAX_S = 2.0
@@ -33,13 +45,86 @@ RETRY_PAUSE_MAX_S = 2.0
 _UNREACHABLE_SQLSTATES = ("08", "57P", "53300")
 
 
+class PoolExhausted(TimeoutError):
+    """No connection of a pool came free, or could be opened, within its acquire timeout.
+
+    The database is busy or away: whatever was to run did not start. A
+    ``TimeoutError``, as asyncpg's own acquire timeout, so code that catches
+    that (or ``OSError``) keeps doing so; the name says where it came from.
+    """
+
+
+class BoundedPool(_Pool):
+    """An asyncpg pool whose every acquire waits at most ``acquire_timeout_s``.
+
+    ``pool.acquire()`` and what takes a connection for one statement
+    (``pool.fetch``, ``pool.execute`` ...) alike: asyncpg's own
+    ``acquire(timeout=...)`` with this pool's bound unless one is given,
+    raising :class:`PoolExhausted` when it runs out.
+    """
+
+    __slots__ = ("acquire_timeout_s",)
+
+    def __init__(self, dsn: str, *, acquire_timeout_s: float, **options: Any) -> None:
+        super().__init__(dsn, **options)
+        self.acquire_timeout_s = acquire_timeout_s
+
+    def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext[asyncpg.Record]:
+        return _BoundedAcquire(self, self.acquire_timeout_s if timeout is None else timeout)
+
+
+class _BoundedAcquire(_AcquireContext):
+    """asyncpg's acquire, its timeout raised as :class:`PoolExhausted`."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> PoolConnectionProxy[asyncpg.Record]:
+        try:
+            return await super().__aenter__()
+        except TimeoutError as exc:
+            raise self._exhausted() from exc
+
+    def __await__(self) -> Generator[Any, None, PoolConnectionProxy[asyncpg.Record]]:
+        try:
+            return (yield from super().__await__())
+        except TimeoutError as exc:
+            raise self._exhausted() from exc
+
+    def _exhausted(self) -> PoolExhausted:
+        return PoolExhausted(f"no database connection free within {self.timeout} s")
+
+
+def bounded_pool(
+    dsn: str, *, acquire_timeout_s: float, min_size: int, max_size: int, **options: Any
+) -> BoundedPool:
+    """``asyncpg.create_pool`` with every acquire bounded (``await`` it, as asyncpg's).
+
+    ``options`` are ``create_pool``'s (``reset``, ``server_settings``, the
+    connect ``timeout`` ...); the rest take its defaults.
+    """
+    return BoundedPool(
+        dsn,
+        acquire_timeout_s=acquire_timeout_s,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=options.pop("max_queries", 50_000),
+        max_inactive_connection_lifetime=options.pop("max_inactive_connection_lifetime", 300.0),
+        loop=None,
+        connection_class=options.pop("connection_class", asyncpg.Connection),
+        record_class=options.pop("record_class", asyncpg.Record),
+        **options,
+    )
+
+
 def database_unreachable(error: BaseException) -> bool:
     """True when ``error`` (or one it was raised ``from``) says the database was away.
 
-    Connection refused or reset, a connect or pool-acquire timeout, a
-    connection closed under the statement, a backend terminated by an
-    operator, a server starting up or shutting down. A constraint violation,
-    a syntax error or a statement timeout is an answer, and is not.
+    Connection refused or reset, a connect or pool-acquire timeout
+    (:class:`PoolExhausted`, a ``TimeoutError``), a connection closed under
+    the statement, a backend terminated by an operator, a server starting up
+    or shutting down. A constraint violation, a syntax error or a statement
+    timeout (``QueryCanceledError``, PostgreSQL's answer) is an answer, and
+    is not.
     """
     seen: set[int] = set()
     current: BaseException | None = error

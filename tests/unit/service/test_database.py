@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from shared.service.database import database_unreachable
+from shared.service.database import PoolExhausted, database_unreachable
 
 
 @pytest.mark.parametrize(
@@ -15,6 +15,7 @@ from shared.service.database import database_unreachable
         ConnectionRefusedError(111, "Connection refused"),
         ConnectionResetError(104, "Connection reset by peer"),
         TimeoutError(),
+        PoolExhausted("no database connection free within 1.0 s"),
         asyncpg.AdminShutdownError("terminating connection due to administrator command"),
         asyncpg.CannotConnectNowError("the database system is starting up"),
         asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
