@@ -71,7 +71,7 @@ test-faults: services ## fault tests: RSVPs flowing while a server fails (prints
 	$(PY) -m pytest tests/faults -s $(PYTEST_ARGS)
 
 SOAK_S ?= 600
-soak: services ## RSVPs under random faults for SOAK_S seconds (default 600); prints lost, duplicated
+soak: services ## RSVPs under random faults for SOAK_S seconds (default 600), dead letters replayed; prints lost, duplicated
 	$(PY) -m tests.faults.soak --duration $(SOAK_S)
 
 lint: venv ## ruff (lint + format check) and mypy --strict

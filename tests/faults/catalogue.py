@@ -12,14 +12,16 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from tests.faults.load import Fault
+from tests.faults.load import Audience, Fault
 from tests.faults.system import RunningSystem
 from tests.support.runtime import drop_broker_connections
 
 #: How long a server stays away in the "stopped" faults.
 OUTAGE_S = 10.0
 #: The processes the kill fault SIGKILLs (the API is a replica behind a load balancer).
-KILLED = ("relay", "email", "push", "reports")
+KILLED = ("relay", "email", "push", "reports", "deadletters")
+#: How long one attendee's mailbox refuses mail in the "recipient-refused" fault.
+REFUSED_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,16 @@ async def terminate_backends(system: RunningSystem) -> int:
     return terminated
 
 
-def catalogue(system: RunningSystem) -> dict[str, tuple[Fault, Expectation]]:
+def catalogue(system: RunningSystem, audience: Audience) -> dict[str, tuple[Fault, Expectation]]:
     """Each fault by a short name, with what must hold through it."""
     link, database, redis, mail = system.broker_link, system.database, system.redis, system.mail
+    refused = audience.attendees[0]["email"]
+
+    async def refuse() -> None:
+        mail.refuse_recipient(refused, f"550 5.1.1 <{refused}>: mailbox unavailable")
+
+    async def accept() -> None:
+        mail.accept_recipient(refused)
 
     async def kill_all() -> None:
         for name in KILLED:
@@ -88,7 +97,19 @@ def catalogue(system: RunningSystem) -> dict[str, tuple[Fault, Expectation]]:
             Expectation(45),
         ),
         "processes-killed": (
-            Fault("relay and consumers SIGKILLed", kill_all, start_all, lasting_s=1.0, at_s=4.0),
+            Fault(
+                "relay, consumers and archiver SIGKILLed",
+                kill_all,
+                start_all,
+                lasting_s=1.0,
+                at_s=4.0,
+            ),
             Expectation(30, duplicates_allowed=2 * 16),
+        ),
+        # a permanent refusal: those mails are dead-lettered ``invalid_recipient`` at once
+        # (no retry), archived, and delivered once replayed after the mailbox is back
+        "recipient-refused": (
+            Fault(f"one mailbox refusing mail {REFUSED_S:.0f} s", refuse, accept, REFUSED_S),
+            Expectation(15),
         ),
     }

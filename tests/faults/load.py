@@ -8,8 +8,10 @@ The client behaves as a well-behaved one does: a 503 is tried again after its
 ``Retry-After``, a lost answer again with the same ``Idempotency-Key``. An
 RSVP is *accepted* when it got its 201. What is audited is the outbox of the
 test's events (read straight from the database): every ``rsvp.*`` event
-written must reach the attendee once by email and once by push, or be in the
-channel's DLQ with its ``x-fault-reason``.
+written must reach the attendee once by email and once by push, or be a dead
+letter of the channel with its ``x-fault-reason``. Dead letters are read
+where an operator finds them: the dead-letter store the archiver fills from
+the DLQs (``dead_letters``), not the queues, which the archiver drains.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +32,18 @@ import httpx
 from shared.messaging.topology import EMAIL_RSVP_EVENTS, PUSH_RSVP_EVENTS
 from tests.faults.system import RunningSystem
 from tests.support.api import PUSH_SUBSCRIPTIONS, create_event, register
-from tests.support.pipeline import take_all
 
 #: How long every accepted RSVP may take to be delivered once the load and the fault are over.
 DELIVERY_DEADLINE_S = 90.0
 #: Tries of one RSVP: a 503 or a lost answer is asked again.
 TRIES = 30
+#: The channel of each RSVP-events dead-letter queue.
+CHANNEL_OF_DLQ = {
+    EMAIL_RSVP_EVENTS.dead_letter_queue: "email",
+    PUSH_RSVP_EVENTS.dead_letter_queue: "push",
+}
+#: The store's reason when a letter had neither ``x-fault-reason`` nor ``x-death``.
+NO_REASON = "unknown"
 
 
 @dataclass
@@ -241,10 +249,30 @@ async def _count(system: RunningSystem, outcome: Outcome) -> None:
     ours = outcome.rsvp_of
     outcome.emails = Counter(m for m in system.emails() if m in ours)
     outcome.pushes = Counter(m for m in system.pushes() if m in ours)
-    for channel, queue in (("email", EMAIL_RSVP_EVENTS), ("push", PUSH_RSVP_EVENTS)):
-        for letter in await take_all(system.broker, "ops", queue.dead_letter_queue, idle=0.1):
-            if letter.message_id is not None:
-                reason = letter.headers.get("x-fault-reason")
-                if reason is None and "x-death" in letter.headers:  # the broker's delivery limit
-                    reason = "delivery_limit"
-                outcome.dead[(channel, uuid.UUID(letter.message_id))] = str(reason or "")
+    outcome.dead = await stored_dead_letters(system, ours)
+
+
+async def stored_dead_letters(
+    system: RunningSystem, messages: Collection[uuid.UUID]
+) -> dict[tuple[str, uuid.UUID], str]:
+    """(channel, message id) -> reason of every archived dead letter of ``messages``.
+
+    Whatever its state since (a replayed one was dead-lettered all the same).
+    A reason the store had to call "unknown" is given as "" (no ``x-fault-reason``).
+    """
+    connection = await asyncpg.connect(system.database_url.replace("+asyncpg", ""))
+    try:
+        rows = await connection.fetch(
+            "SELECT queue, message_id, reason FROM dead_letters"
+            " WHERE queue = ANY($1::text[]) AND message_id = ANY($2::text[]) ORDER BY id",
+            list(CHANNEL_OF_DLQ),
+            [str(m) for m in messages],
+        )
+    finally:
+        await connection.close()
+    return {
+        (CHANNEL_OF_DLQ[row["queue"]], uuid.UUID(row["message_id"])): (
+            "" if row["reason"] == NO_REASON else row["reason"]
+        )
+        for row in rows
+    }

@@ -9,7 +9,9 @@
         await system.kill("email")      # SIGKILL, then system.start("email")
 
 Processes (``python -m …`` as an operator starts them): the API, the outbox
-relay, the delivery-report consumer, the email and the push consumer. Each
+relay, the delivery-report consumer, the email and the push consumer, and
+the dead-letter archiver, each as its broker user and its PostgreSQL role
+(as ``make run`` starts them). Each
 reaches PostgreSQL and RabbitMQ through a loopback TCP proxy of this run
 (:class:`~tests.support.proxy.CuttableProxy`), so a fault test can take a
 server away from them without touching the shared servers: the shared
@@ -35,6 +37,7 @@ from urllib.parse import quote
 
 import httpx
 
+from calendar_service.config import with_credentials
 from devtools.env import EnvSettings
 from devtools.pushsink import PushSink
 from tests.support.api import SUITE_LIMITS
@@ -43,20 +46,23 @@ from tests.support.processes import reap, wait_ready
 from tests.support.proxy import CuttableProxy, proxied
 from tests.support.push_service import running_push_service
 from tests.support.redis_server import PrivateRedis
-from tests.support.services import BrokerEnv, own_database, own_vhost
+from tests.support.services import BrokerEnv, as_role, own_database, own_vhost
 from tests.support.smtp import ReceivedMail, SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Five processes starting at once on a loaded two-core machine.
+#: Six processes starting at once on a loaded two-core machine.
 READY_TIMEOUT_S = 60.0
 
-#: name -> (module, broker user)
-PROCESSES: dict[str, tuple[str, str]] = {
-    "api": ("calendar_service", "calendar"),
-    "relay": ("calendar_service.relay", "calendar"),
-    "reports": ("calendar_service.delivery_reports", "calendar"),
-    "email": ("email_consumer", "email"),
-    "push": ("push_consumer", "push"),
+#: name -> (module, broker user, PostgreSQL role), as ``make run`` starts them
+#: (``devtools/run.py``; README "Broker users" and "Database roles"). The
+#: archiver reads the DLQs as ``ops``, the user of its ``RABBITMQ_MANAGEMENT_URL``.
+PROCESSES: dict[str, tuple[str, str, str]] = {
+    "api": ("calendar_service", "calendar", "rsvp_api"),
+    "relay": ("calendar_service.relay", "calendar", "rsvp_relay"),
+    "reports": ("calendar_service.delivery_reports", "calendar", "rsvp_reports"),
+    "email": ("email_consumer", "email", "rsvp_email"),
+    "push": ("push_consumer", "push", "rsvp_push"),
+    "deadletters": ("calendar_service.deadletters", "ops", "rsvp_archiver"),
 }
 
 
@@ -99,7 +105,7 @@ class RunningSystem:
 
     async def start(self, name: str) -> None:
         """Start ``name`` (again) and wait until it says it is ready."""
-        module, _ = PROCESSES[name]
+        module, _, _ = PROCESSES[name]
         log = self.logs / f"{name}.log"
         with log.open("ab") as output:
             process = await asyncio.create_subprocess_exec(
@@ -159,7 +165,6 @@ def _environments(system: RunningSystem, database_url: str) -> None:
         "APP_ENV": "test",
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "console",
-        "DATABASE_URL": database_url,
         "REDIS_URL": system.redis.url,
         "SMTP_HOST": system.mail.host,
         "SMTP_PORT": str(system.mail.port),
@@ -167,9 +172,12 @@ def _environments(system: RunningSystem, database_url: str) -> None:
         **{name.upper(): limit for name, limit in SUITE_LIMITS.items()},
     }
     link = system.broker_link.port
-    for name, (_, user) in PROCESSES.items():
+    for name, (_, user, role) in PROCESSES.items():
         amqp = f"amqp://{user}:{user}@127.0.0.1:{link}/{quote(system.broker.vhost, safe='')}"
-        env = {**common, "AMQP_URL": amqp}
+        env = {**common, "AMQP_URL": amqp, "DATABASE_URL": as_role(database_url, role)}
+        if name == "deadletters":
+            # only its user and password are read: the DLQs on AMQP_URL's broker as ``ops``
+            env["RABBITMQ_MANAGEMENT_URL"] = with_credentials(system.broker.admin_url, user, user)
         if name == "api":
             port = int(system.api.rsplit(":", 1)[1])
             env |= {"PORT": str(port), "HOST": "127.0.0.1"}

@@ -16,6 +16,11 @@ the broker's management API and ``pg_terminate_backend``, for this run's
 vhost and database only; Redis is a private ``redis-server`` that is killed
 and started again; the SMTP server is this test's own aiosmtpd; the
 processes are SIGKILLed and started again.
+
+The dead-letter archiver runs among the processes, so a dead letter is
+audited where an operator finds it, in the store; a mailbox that refuses
+mail for a while shows the rest of the operator's part: its dead letters are
+replayed with ``rsvp-dlq`` once it takes mail again, and each arrives once.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import pytest
 
 from tests.faults.catalogue import catalogue
 from tests.faults.load import Audience, Outcome, run_with_fault
+from tests.faults.replay import replay_round
 from tests.faults.system import RunningSystem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 async def survive(system: RunningSystem, audience: Audience, fault: str) -> Outcome:
-    injected, expected = catalogue(system)[fault]
+    injected, expected = catalogue(system, audience)[fault]
 
     outcome = await run_with_fault(system, audience, injected)
 
@@ -71,3 +77,24 @@ async def test_the_relay_and_each_consumer_killed_mid_batch(
     system: RunningSystem, audience: Audience
 ) -> None:
     await survive(system, audience, "processes-killed")
+
+
+async def test_mail_refused_for_one_mailbox_is_archived_then_replayed_and_sent_once(
+    system: RunningSystem, audience: Audience
+) -> None:
+    outcome = await survive(system, audience, "recipient-refused")
+
+    # a 550 is permanent: dead-lettered at once, no retry, and archived in the store
+    assert outcome.dead, outcome.summary()
+    assert {channel for channel, _ in outcome.dead} == {"email"}, outcome.summary()
+    assert set(outcome.dead.values()) == {"invalid_recipient"}, outcome.summary()
+    assert not any(outcome.emails[m] for _, m in outcome.dead), "a refused mail arrived"
+
+    replayed = await replay_round(system, outcome)  # the mailbox takes mail again
+
+    print(replayed.summary())
+    assert replayed.chosen == set(outcome.dead), replayed.summary()
+    replayed.assert_kept()  # every one marked replayed, then arrived exactly once
+    assert len(replayed.delivered()) == len(outcome.dead), replayed.summary()
+    assert not replayed.dead_again, replayed.summary()
+    system.assert_all_running()

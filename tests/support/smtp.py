@@ -8,14 +8,15 @@
 
 It can be told how to answer (``sink.reply_next("RCPT", "550 5.1.1 No such
 user")`` for the next command, ``sink.refuse_recipient(address, reply)`` for
-every mail to one address), started later than built (``SmtpSink()`` picks
-its port at once, so a client can be pointed at a server that is down),
-restarted on the same port (``sink.restart()``: the connections clients hold
-go stale), run ``sink.after_data`` (in the server's thread) once a mail is
-recorded and before it is answered, drop the connection instead of answering
+every mail to one address until ``sink.accept_recipient(address)``), started
+later than built (``SmtpSink()`` picks its port at once, so a client can be
+pointed at a server that is down), restarted on the same port
+(``sink.restart()``: the connections clients hold go stale), run
+``sink.after_data`` (in the server's thread) once a mail is recorded and
+before it is answered, drop the connection instead of answering
 (``sink.drop_after_data(1)``: the client cannot know the mail arrived), and
-require STARTTLS and AUTH (``tls=`` a context
-from ``self_signed_tls``, ``credentials={"user": "secret"}``).
+require STARTTLS and AUTH (``tls=`` a context from ``self_signed_tls``,
+``credentials={"user": "secret"}``).
 """
 
 from __future__ import annotations
@@ -178,6 +179,11 @@ class SmtpSink:
         """Answer every ``RCPT TO:<address>`` with ``reply``, whatever the order of mails."""
         with self._lock:
             self._refused[address.lower()] = reply
+
+    def accept_recipient(self, address: str) -> None:
+        """Take mails to ``address`` again (the mailbox a ``refuse_recipient`` closed)."""
+        with self._lock:
+            self._refused.pop(address.lower(), None)
 
     # -- called from the server's thread ---------------------------------------
 
