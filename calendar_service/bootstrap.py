@@ -20,7 +20,7 @@ from calendar_service.db.session import create_engine
 from calendar_service.domain import CHANNELS
 from calendar_service.ratelimit import Admission, Limiter, RequestLimits, parse_limit
 from calendar_service.security import PasswordHashing, TokenIssuer
-from shared.dlq.store import DeadLetterStore
+from shared.dlq.store import DeadLetterStore, store_session_settings
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
 from shared.service.metrics import forget_pool, watch_pool
@@ -114,6 +114,7 @@ async def bootstrap(settings: Settings) -> Container:
             settings.dead_letter_amqp_url,
             name="calendar-admin",
             pool_timeout_s=settings.db_pool_timeout_s,
+            server_settings=store_session_settings(settings.db_server_settings),
         ),
         answers=await RsvpAnswers.connect(
             settings.asyncpg_dsn,

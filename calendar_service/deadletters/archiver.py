@@ -240,6 +240,7 @@ async def bootstrap(
                 acquire_timeout_s=settings.db_pool_timeout_s,
                 min_size=1,
                 max_size=3,
+                server_settings=settings.db_server_settings,
             )
             opened.push_async_callback(pool.close)
         watch_pool("dead_letters", pool)

@@ -33,7 +33,7 @@ from rich.table import Table
 from shared.dlq.copies import ReplayTarget
 from shared.dlq.queries import StoredLetter, StoreFilter
 from shared.dlq.replays import ReplayOrder
-from shared.dlq.store import DeadLetterStore
+from shared.dlq.store import DeadLetterStore, store_session_settings
 from shared.dlq.views import letters_table
 from shared.messaging.topology import dead_letter_queues
 from shared.settings import ServiceSettings
@@ -64,7 +64,10 @@ def _run(work: Callable[[DeadLetterStore], Awaitable[T]]) -> T:
 
     async def main() -> T:
         async with DeadLetterStore(
-            settings.asyncpg_dsn, settings.amqp_url, pool_timeout_s=settings.db_pool_timeout_s
+            settings.asyncpg_dsn,
+            settings.amqp_url,
+            pool_timeout_s=settings.db_pool_timeout_s,
+            server_settings=store_session_settings(settings.db_server_settings),
         ) as store:
             return await work(store)
 

@@ -72,6 +72,11 @@ def replay_as_dict(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+def store_session_settings(settings: dict[str, str]) -> dict[str, str]:
+    """The process's deadlines the store keeps: the lock wait, not the statement timeout."""
+    return {key: value for key, value in settings.items() if key != "statement_timeout"}
+
+
 class DeadLetterStore:
     def __init__(
         self,
@@ -81,9 +86,17 @@ class DeadLetterStore:
         name: str = "rsvp-dlq",
         pool_size: int = 6,
         pool_timeout_s: float = DB_POOL_TIMEOUT_S,
+        server_settings: dict[str, str] | None = None,
     ):
+        """``server_settings``: session settings of the store's connections.
+
+        Callers pass the lock timeout only (:func:`store_session_settings`): a
+        bulk delete of a million letters is one statement that may run longer
+        than a request's statement timeout, and must not fail for it.
+        """
         self._dsn = dsn
         self._pool_timeout_s = pool_timeout_s
+        self._server_settings = server_settings
         self._amqp_url = amqp_url
         self._name = name
         self._pool_size = pool_size
@@ -122,6 +135,7 @@ class DeadLetterStore:
                     acquire_timeout_s=self._pool_timeout_s,
                     min_size=1,
                     max_size=self._pool_size,
+                    server_settings=self._server_settings,
                 )
             return self._pool
 

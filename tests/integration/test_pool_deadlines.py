@@ -29,7 +29,7 @@ from calendar_service.scheduler import Scheduler
 from email_consumer.config import Settings as EmailSettings
 from push_consumer.store import PostgresSubscriptionStore, store_pool
 from shared.dlq.queries import StoreFilter
-from shared.dlq.store import DeadLetterStore
+from shared.dlq.store import DeadLetterStore, store_session_settings
 from shared.messaging.errors import NotAttempted
 from shared.messaging.inbox import PostgresInbox
 from shared.messaging.publisher import Publisher
@@ -239,3 +239,21 @@ async def test_the_consumers_pools_are_bounded_by_db_pool_timeout_s(database_url
         ]
 
     assert all(isinstance(error, PoolExhausted) for error in errors)
+
+
+async def test_the_dead_letter_store_bounds_lock_waits_but_not_a_long_bulk_statement(
+    dsn: str,
+) -> None:
+    settings = EmailSettings(db_statement_timeout_ms=1234, db_lock_timeout_ms=567)
+    store = DeadLetterStore(
+        dsn,
+        "amqp://unused",
+        pool_size=1,
+        server_settings=store_session_settings(settings.db_server_settings),
+    )
+    async with store, (await store.db()).acquire() as connection:
+        lock_timeout = await connection.fetchval("SHOW lock_timeout")
+        statement_timeout = await connection.fetchval("SHOW statement_timeout")
+
+    assert lock_timeout == "567ms"
+    assert statement_timeout == "0"
