@@ -141,8 +141,9 @@ class LimiterUnavailable(CalendarError):
 
 #: Why a request was shed (``http_requests_shed_total{reason}``): more requests in
 #: flight than ``MAX_REQUESTS_IN_FLIGHT``; no database connection free within
-#: ``DB_POOL_TIMEOUT_S``; or no password-hash slot free.
-ShedReason = Literal["in_flight", "pool", "password_hash"]
+#: ``DB_POOL_TIMEOUT_S``; no password-hash slot free; or the request had been in
+#: flight longer than ``DB_POOL_TIMEOUT_S`` before it reached the database.
+ShedReason = Literal["in_flight", "pool", "password_hash", "late"]
 
 
 class Overloaded(CalendarError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import orjson
@@ -17,7 +18,9 @@ from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from calendar_service.api.admission import AdmissionLimit, admitted_at
+from calendar_service.api.errors import status_of
 from calendar_service.config import Settings
+from calendar_service.db.answers import AnswerRequest, RsvpAnswers
 from calendar_service.errors import Overloaded
 
 
@@ -195,3 +198,41 @@ def test_an_in_flight_limit_out_of_bounds_is_refused_at_start_up(value: int) -> 
 def test_the_middleware_refuses_a_limit_that_admits_nothing() -> None:
     with pytest.raises(ValueError, match="at least one"):
         AdmissionLimit(HeldApp(), limit=0)
+
+
+class PoolNeverToBeTouched:
+    """The one pool method the desk calls up front; taking a connection fails the test."""
+
+    def get_max_size(self) -> int:
+        return 1
+
+    async def acquire(self, *, timeout: float | None = None) -> None:
+        raise AssertionError("a late answer took a database connection")
+
+
+def answer_request(received_at: float | None) -> AnswerRequest:
+    return AnswerRequest(
+        user_id=uuid.uuid4(),
+        event_id=uuid.uuid4(),
+        status="going",
+        guests=0,
+        key=None,
+        fingerprint=None,
+        correlation_id=None,
+        received_at=received_at,
+    )
+
+
+async def test_an_answer_in_flight_longer_than_a_pool_wait_is_refused_before_the_database() -> None:
+    desk = RsvpAnswers(
+        PoolNeverToBeTouched(),  # type: ignore[arg-type]
+        producer="calendar-service",
+        channels=("email", "push"),
+        acquire_timeout_s=0.5,
+    )
+
+    with pytest.raises(Overloaded) as refused:
+        await desk.answer(answer_request(received_at=time.monotonic() - 0.6))
+
+    assert refused.value.reason == "late"
+    assert status_of(refused.value) == 503
