@@ -18,6 +18,7 @@ from calendar_service.api import (
     push_subscriptions,
     rsvps,
 )
+from calendar_service.api.admission import AdmissionLimit
 from calendar_service.api.errors import install_error_handlers
 from calendar_service.api.middleware import AnonymousRateLimit, BodySizeLimit, RequestContext
 from calendar_service.api.openapi import install_openapi
@@ -70,4 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AnonymousRateLimit)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestContext)
+    # last added runs first: a request past the limit is refused before any of the above
+    app.add_middleware(AdmissionLimit, limit=settings.max_requests_in_flight)
     return app

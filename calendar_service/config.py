@@ -56,6 +56,13 @@ class Settings(ServiceSettings):
     #: A comma-separated list of nodes, as ``AMQP_URL``.
     admin_amqp_url: str | None = None
 
+    #: Requests one API process works on at once; past it 503 with Retry-After at
+    #: once (design §8). Its event loop serves them by turns, so the last admitted
+    #: waits for the work of all the others: an RSVP costs the API 1.3 to 2.8 ms
+    #: of CPU (README, Benchmarks), so 64 are 0.1 to 0.2 s of work with a core to
+    #: itself and about a third of a second sharing one, well inside the second.
+    #: More would serve no faster, only queue. There is no "unlimited": 0 is refused.
+    max_requests_in_flight: int = Field(default=64, ge=1, le=4096)
     #: Broker refusals after which the relay parks an outbox row (issue 14).
     outbox_max_attempts: int = Field(default=10, ge=1)
 

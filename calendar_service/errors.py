@@ -21,13 +21,15 @@ below has a row there)::
     │   └── EndsBeforeStart               an event changed to end before it starts
     ├── RateLimited(retry_after_s)   429  with Retry-After
     ├── LimiterUnavailable           503  Redis could not be asked (limits fail closed)
-    └── Overloaded                   503  no database connection free within a second; Retry-After
+    └── Overloaded(reason)           503  too busy to take it now (``reason``); Retry-After
         └── DatabaseUnavailable      503  PostgreSQL unreachable (stopped, restarting, cut off)
 
 The message of each error is the ``detail`` the client reads.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 
 class CalendarError(Exception):
@@ -137,14 +139,23 @@ class LimiterUnavailable(CalendarError):
         super().__init__("rate limiter unavailable, try again")
 
 
+#: Why a request was shed (``http_requests_shed_total{reason}``): more requests in
+#: flight than ``MAX_REQUESTS_IN_FLIGHT``; no database connection free within
+#: ``DB_POOL_TIMEOUT_S``; no password-hash slot free; or the request had been in
+#: flight longer than ``DB_POOL_TIMEOUT_S`` before it reached the database.
+ShedReason = Literal["in_flight", "pool", "password_hash", "late"]
+
+
 class Overloaded(CalendarError):
-    """No database connection came free in time: refuse quickly rather than queue without end."""
+    """Too busy to take the request now: refuse quickly rather than queue without end."""
 
     #: seconds a client should wait before trying again
     retry_after_s = 1
 
-    def __init__(self) -> None:
+    def __init__(self, reason: ShedReason = "pool") -> None:
         super().__init__("the service is busy, try again shortly")
+        #: what ran out; None when nothing did (the database is away, see below)
+        self.reason: ShedReason | None = reason
 
 
 class DatabaseUnavailable(Overloaded):
@@ -155,3 +166,4 @@ class DatabaseUnavailable(Overloaded):
 
     def __init__(self) -> None:
         CalendarError.__init__(self, "the database is unavailable, try again shortly")
+        self.reason = None  # not shedding: no work could be done at all

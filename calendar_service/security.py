@@ -60,7 +60,7 @@ class PasswordHashing:
         try:
             await asyncio.wait_for(self._slots.acquire(), self._wait_s)
         except TimeoutError:
-            raise Overloaded() from None
+            raise Overloaded("password_hash") from None
         try:
             yield
         finally:

@@ -7,6 +7,7 @@ table, so the OpenAPI document and the answers cannot drift apart.
 A database that cannot be reached (refused, reset, terminated, starting up;
 as asyncpg or SQLAlchemy raise it) is ``DatabaseUnavailable``: 503 with
 ``Retry-After``, never a 500. Any other database error stays a bug (500).
+An ``Overloaded`` refusal is counted by its reason (``http_requests_shed_total``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from calendar_service.api.admission import count_shed
 from calendar_service.errors import (
     CalendarError,
     Conflict,
@@ -136,6 +138,8 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _refused(request: Request, exc: CalendarError) -> JSONResponse:
+    if isinstance(exc, Overloaded) and exc.reason is not None:
+        count_shed(exc.reason)
     return _json(status_of(exc), str(exc), headers_of(exc))
 
 

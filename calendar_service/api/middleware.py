@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request size limit, and request context (correlation id, metrics).
+"""Pure ASGI middleware: body size, request context (correlation id and metrics), anonymous tier.
 
 Written as raw ASGI rather than `BaseHTTPMiddleware` because it sits on the
 hot path of every request and must not buffer streamed bodies.
@@ -27,6 +27,9 @@ LATENCY = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
+#: What a load balancer, a supervisor and Prometheus poll: never limited, never refused as busy.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 
 class _RouteMetrics:
     """The two series' children for one method, route and status, found once.
@@ -54,12 +57,18 @@ def _metrics_for(method: str, route: str, status: int) -> _RouteMetrics:
     return found
 
 
-async def _reply(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_json_reply(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), *headers],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -79,7 +88,7 @@ class BodySizeLimit:
         too_large = b'{"detail":"request body too large"}'
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _reply(send, 413, too_large, [])
+                await send_json_reply(send, 413, too_large, [])
                 return
 
         received = 0
@@ -103,7 +112,7 @@ class BodySizeLimit:
         with contextlib.suppress(_BodyTooLarge):
             await self.app(scope, limited_receive, send_unless_exceeded)
         if exceeded:
-            await _reply(send, 413, too_large, [])
+            await send_json_reply(send, 413, too_large, [])
 
 
 class _BodyTooLarge(Exception):
@@ -160,7 +169,7 @@ class AnonymousRateLimit:
     them from one address. Fails open when Redis is down, like the user tiers.
     """
 
-    UNCOUNTED = frozenset({"/healthz", "/readyz", "/metrics"})
+    UNCOUNTED = PROBE_PATHS
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -181,6 +190,8 @@ class AnonymousRateLimit:
             await admit_leniently(container, [counter])
         except RateLimited as refused:
             body = orjson.dumps({"detail": str(refused)})
-            await _reply(send, 429, body, [(b"retry-after", str(refused.retry_after_s).encode())])
+            await send_json_reply(
+                send, 429, body, [(b"retry-after", str(refused.retry_after_s).encode())]
+            )
             return
         await self.app(scope, receive, send)

@@ -3,8 +3,9 @@
 A route declares what its use cases may refuse (``refusals`` in
 ``api/errors.py``). What every route shares is added here, from the same
 table: the 401 and the user tier's 429 of a route that reads a bearer token,
-the anonymous 429 of every counted path, a JSON body's 400 and 413, and the
-one error model of a 422.
+the anonymous 429 of every counted path, the 503 of the admission limit on
+every path but the probes, a JSON body's 400 and 413, and the one error
+model of a 422.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from fastapi import FastAPI, status
 from pydantic.json_schema import models_json_schema
 
 from calendar_service.api.errors import ErrorBody, status_of_class
-from calendar_service.api.middleware import AnonymousRateLimit
-from calendar_service.errors import RateLimited, Unauthenticated
+from calendar_service.api.middleware import PROBE_PATHS, AnonymousRateLimit
+from calendar_service.errors import Overloaded, RateLimited, Unauthenticated
 
 ERROR_REF = "#/components/schemas/ErrorBody"
 _FASTAPI_422 = ("HTTPValidationError", "ValidationError")
@@ -39,6 +40,10 @@ def _shared_answers(path: str, operation: dict[str, Any], max_body_bytes: int) -
         answers[str(status_of_class(RateLimited))] = _error(
             "past the caller's request limit (RATE_LIMIT_ANONYMOUS per address, "
             "RATE_LIMIT_USER or RATE_LIMIT_ADMIN per account); see Retry-After"
+        )
+    if path not in PROBE_PATHS:
+        answers[str(status_of_class(Overloaded))] = _error(
+            "more requests in flight than MAX_REQUESTS_IN_FLIGHT; see Retry-After"
         )
     body = operation.get("requestBody", {}).get("content", {})
     if "application/json" in body:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
 
+from calendar_service.api.admission import admitted_at
 from calendar_service.api.deps import (
     CacheDep,
     ContainerDep,
@@ -134,6 +135,7 @@ async def answer(
         answer=Answer(body.status, body.guests),
         idempotency=idempotency,
         correlation_id=current_correlation_id(),
+        received_at=admitted_at(),
     )
     return Response(
         reply.body,

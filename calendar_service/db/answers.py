@@ -14,12 +14,16 @@ request that finds every connection busy pays for that bound: asyncpg's
 acquire timeout wraps the wait in a task and a timer, and the release in
 another timer, ~5 % of the route's CPU, so while a connection is free we
 take it without one (opening a new connection is bounded by the same
-timeout, given to ``connect``).
+timeout, given to ``connect``). The same bound holds for a request that
+reaches the desk late (an event loop starved of CPU held it before): one in
+flight longer than a pool wait is ``Overloaded`` too, refused before it
+writes anything, rather than written after its client may have given up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +70,8 @@ class AnswerRequest:
     key: str | None
     fingerprint: str | None
     correlation_id: uuid.UUID | None
+    #: when the API admitted the request (``time.monotonic()``); None: not known
+    received_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,9 @@ class RsvpAnswers:
         return cls(pool, producer=producer, channels=channels, acquire_timeout_s=acquire_timeout_s)
 
     async def answer(self, request: AnswerRequest) -> StoredAnswer:
+        received_at = request.received_at
+        if received_at is not None and time.monotonic() - received_at > self._acquire_timeout_s:
+            raise Overloaded("late")
         # counted before the first await, so concurrent requests see each other
         self._in_use += 1
         try:

@@ -145,13 +145,15 @@ async def answer_rsvp(
     answer: Answer,
     idempotency: IdempotencyKey | None = None,
     correlation_id: uuid.UUID | None = None,
+    received_at: float | None = None,
 ) -> Reply:
     """Answer for the caller, committed; the reply is stored with the key to be shown again.
 
     The desk applies ``stage_answer``'s rules in the database, in one statement
     (migration 0007), and renders the reply there so it can store it with the
     key in the same commit. A repeated key gets the first reply again and
-    writes nothing; the same key with a different request is refused.
+    writes nothing; the same key with a different request is refused. A request
+    ``received_at`` too long ago is refused as ``Overloaded`` before it writes.
     """
     request = AnswerRequest(
         user_id=caller_id,
@@ -161,6 +163,7 @@ async def answer_rsvp(
         key=idempotency.key if idempotency else None,
         fingerprint=idempotency.fingerprint if idempotency else None,
         correlation_id=correlation_id,
+        received_at=received_at,
     )
     stored = await desk.answer(request)
     if stored.outcome == "no_account":

@@ -15,6 +15,8 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 
+from calendar_service.api.middleware import PROBE_PATHS
+
 pytestmark = pytest.mark.integration
 
 
@@ -91,6 +93,18 @@ async def test_a_route_that_reads_a_token_declares_401_and_429(client: httpx.Asy
         for method, operation in operations.items():
             if "security" in operation:
                 assert {"401", "429"} <= set(operation["responses"]), (method, path)
+
+
+async def test_every_route_but_the_probes_declares_the_503_of_the_admission_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            busy = operation["responses"].get("503", {}).get("description", "")
+            declared = "MAX_REQUESTS_IN_FLIGHT" in busy
+            assert declared is (path not in PROBE_PATHS), (method, path)
 
 
 @pytest.mark.parametrize(
