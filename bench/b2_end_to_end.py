@@ -146,6 +146,8 @@ async def run_phase(
     peaks: dict[str, int] = {}
     sampler = asyncio.create_task(sample_memory(system, peaks))
     lag_before = await lag_buckets(system)
+    database = args.database_name
+    backends_before = procstat.backend_ticks_by_role(database)
     cpu_before = procstat.cpu_seconds(groups, procstat.all_stats())
     started = time.time()
     samplers = await profiling(system, name, seconds, args.profile)
@@ -162,6 +164,7 @@ async def run_phase(
         await asyncio.sleep(0.1)
     await asyncio.sleep(SETTLE_S)
     cpu_after = procstat.cpu_seconds(groups, procstat.all_stats())
+    backends_after = procstat.backend_ticks_by_role(database)
     window = time.time() - started
     lag_after = await lag_buckets(system)
     sampler.cancel()
@@ -173,6 +176,10 @@ async def run_phase(
         mails=mail_arrivals(system, users),
         pushes=push_arrivals(system, owners),
         cpu_s={k: cpu_after[k] - cpu_before[k] for k in groups},
+        database_cpu_s={
+            role: (ticks - backends_before.get(role, 0)) / procstat.TICKS_PER_S
+            for role, ticks in backends_after.items()
+        },
         window_s=window,
         rss_peak_bytes=peaks,
         lag_buckets={le: n - lag_before.get(le, 0.0) for le, n in lag_after.items()},
@@ -190,6 +197,7 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[PhaseR
     ]
     needed = [int(rate * seconds) for _, rate, seconds in phases]
     async with harness.throwaway_servers() as servers:
+        args.database_name = servers.asyncpg_dsn.rsplit("/", 1)[1].split("?")[0]
         versions = await harness.server_versions(servers)
         async with running_system(servers.database_url, servers.broker, args.workdir) as system:
             print(

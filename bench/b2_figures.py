@@ -28,6 +28,8 @@ class PhaseRecord:
     window_s: float  #: from the first scheduled RSVP to the last notification (+ settle)
     rss_peak_bytes: dict[str, int] = field(default_factory=dict)
     lag_buckets: dict[float, float] = field(default_factory=dict)  #: le -> count in the phase
+    #: CPU seconds of this run's PostgreSQL backends per role (each service logs in as its own)
+    database_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def percentiles(values: Iterable[float]) -> dict[str, float | int]:
@@ -110,6 +112,12 @@ def figures(record: PhaseRecord) -> dict[str, Any]:
         "cpu_ms_per_rsvp": {k: round(v, 3) for k, v in sorted(cpu_ms.items())},
         "cpu_ms_per_rsvp_total": round(sum(cpu_ms.values()), 3),
         "cpu_window_s": round(record.window_s, 2),
+        # the "postgresql" share above by the role that asked (live backends of this run's
+        # database only: a lower bound, and free of other databases on the same server)
+        "postgresql_cpu_ms_per_rsvp_by_role": {
+            role: round(1000 * s / max(len(ok), 1), 3)
+            for role, s in sorted(record.database_cpu_s.items())
+        },
         "rss_peak_mb": {k: round(v / 2**20, 1) for k, v in sorted(record.rss_peak_bytes.items())},
         "relay_lag_ms": {
             "p50": None if lag_p50 is None else round(lag_p50 * 1000, 2),

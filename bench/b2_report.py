@@ -174,6 +174,11 @@ def text(report: dict[str, Any]) -> str:
     ]
     for r in report["summary"]:
         lines.append(f"  {r['what']:<48} {r['figure']:<28} {target_cell(r)}")
+    for phase, f in report["figures"].items():
+        by_role = f.get("postgresql_cpu_ms_per_rsvp_by_role") or {}
+        if by_role:
+            shares = ", ".join(f"{role} {ms}" for role, ms in by_role.items())
+            lines.append(f"  {phase}: PostgreSQL ms per RSVP by role: {shares}")
     return "\n".join(lines)
 
 

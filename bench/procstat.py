@@ -103,3 +103,30 @@ def rss_bytes(pid: int) -> int:
 def tree_rss_bytes(root: int, stats: dict[int, Stat]) -> int:
     """Resident memory of a process and its live descendants (shared pages count twice)."""
     return sum(rss_bytes(pid) for pid in tree(root, stats))
+
+
+def backend_ticks_by_role(database: str) -> dict[str, int]:
+    """CPU ticks so far of the PostgreSQL backends connected to ``database``, per role.
+
+    A backend's title names its role and database (``postgres: 15/main: rsvp_relay
+    b2_x 127.0.0.1(…) idle``), so each service's share of the server is visible
+    when every service logs in as its own role. Only live backends are read: one
+    that disconnected during the run leaves its ticks in the postmaster's, so the
+    shares are a lower bound, close when the pools keep their connections.
+    """
+    ticks: dict[str, int] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        words = title.split()
+        # "postgres:", "15/main:", role, database, address, state
+        if len(words) < 4 or words[0] != "postgres:" or words[3] != database:
+            continue
+        stat = read_stat(int(entry.name))
+        if stat is not None:
+            ticks[words[2]] = ticks.get(words[2], 0) + stat.own_ticks
+    return ticks
