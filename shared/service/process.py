@@ -30,6 +30,7 @@ import uvloop
 
 from shared.logs import configure_logging
 from shared.messaging.health import HealthServer
+from shared.service.heap import settle_heap
 from shared.service.metrics import process_metrics
 from shared.settings import ServiceSettings
 
@@ -97,6 +98,7 @@ async def serve(
         await health.start()
     try:
         async with open_service() as service:
+            settle_heap()
             running.append(service)
             try:
                 await service.run(stop)
