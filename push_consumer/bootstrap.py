@@ -1,8 +1,8 @@
 """Composition root of the push consumer: its adapters, built here and closed here.
 
 The database pools (the inbox's; the subscriptions' and delivery ledger's) and
-the HTTP transport to the push services are the real defaults, built inside :func:`bootstrap`;
-a test passes its own ``pool``, ``sender`` or just an httpx ``transport``.
+the HTTP connections to the push services are the real defaults, built inside :func:`bootstrap`;
+a test passes its own ``pool`` or ``sender``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
-import httpx
 
 from push_consumer.config import Settings
 from push_consumer.handler import PushHandlers, push_failed
@@ -51,7 +50,6 @@ async def bootstrap(
     *,
     pool: asyncpg.Pool | None = None,
     sender: WebPushSender | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[ConsumerService]:
     """The consumer, subscribed and ready to run; what it opened closes on exit."""
     async with AsyncExitStack() as opened:
@@ -76,7 +74,6 @@ async def bootstrap(
                 max_connections=settings.push_max_connections,
                 # dev's push service is on 127.0.0.1; prod pushes go to the internet only
                 public_only=settings.app_env == "prod",
-                transport=transport,
             )
             opened.push_async_callback(sender.aclose)
         runtime = consumer_runtime(NAME, "push_consumer", settings, pool)

@@ -3,12 +3,12 @@
 The payload is encrypted with ``http_ece`` exactly as pywebpush's
 ``WebPusher.encode`` does it (a fresh ECDH key and salt per push,
 ``aes128gcm``), and the VAPID header comes from :mod:`push_consumer.vapid`
-(py_vapid signs). pywebpush itself is not used: it sends with ``requests``
-(blocking) or ``aiohttp``, and we want one pooled httpx transport that a
-test can replace.
+(py_vapid signs). The POST goes through a :class:`~push_consumer.push_http.Poster`:
+by default one pooled aiohttp session (:mod:`push_consumer.push_http`, which
+says why aiohttp); a test passes its own.
 
 What the push service answers becomes one of the runtime's errors here, at
-the edge, so handlers never see httpx:
+the edge, so handlers never see aiohttp:
 
     201/202 (any 2xx)     delivered: ``send`` returns the status
     404/410               SubscriptionGone (permanent for that subscription)
@@ -18,16 +18,15 @@ the edge, so handlers never see httpx:
     not a public address  ForbiddenEndpoint, a SubscriptionGone (prod only, see below)
 
 Outbound safety. Each push has one total deadline (``timeout_s``) around
-the whole exchange, connect to last body byte: httpx's timeouts are per
-read, so a server trickling a byte a second would hold a push for as long
-as it liked. Only the first ``MAX_ANSWER_BYTES`` of an answer are read;
-nothing in it beyond a short error text matters to us. With
-``public_only`` (APP_ENV=prod) connections go only to public addresses,
-checked after DNS resolution (:mod:`push_consumer.vetted_transport`). An
-endpoint refused there is treated as gone: the calendar deletes the
-subscription (``push.subscription_expired``), since every later push to it
-would be refused the same way, and the other devices of the user still get
-theirs.
+the whole exchange, connect to last body byte: a per-read timeout would let
+a server trickling a byte a second hold a push for as long as it liked.
+Only the first 4 KiB of an answer are read; nothing in it beyond a short
+error text matters to us. With ``public_only`` (APP_ENV=prod) connections
+go only to public addresses, checked after DNS resolution. Both are
+:mod:`push_consumer.push_http`'s. An endpoint refused there is
+treated as gone: the calendar deletes the subscription
+(``push.subscription_expired``), since every later push to it would be
+refused the same way, and the other devices of the user still get theirs.
 """
 
 from __future__ import annotations
@@ -40,12 +39,12 @@ from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol
 from uuid import UUID
 
+import aiohttp
 import http_ece
-import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from push_consumer.push_http import PooledPoster, Poster, PushAnswer
 from push_consumer.vapid import VapidAuthorizations
-from push_consumer.vetted_transport import VettedHTTPTransport
 from shared.messaging.errors import PermanentError, TransientError
 from shared.outbound_addresses import ForbiddenAddress
 
@@ -54,9 +53,6 @@ Urgency = Literal["very-low", "low", "normal", "high"]
 #: Push services must accept 4096 bytes of encrypted payload (RFC 8291 §4);
 #: aes128gcm adds an 86-byte header and a 17-byte padding delimiter and tag.
 MAX_PLAINTEXT_BYTES = 4096 - 86 - 17
-
-#: The most of a push service's answer body that is read (an error text, at most).
-MAX_ANSWER_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +82,6 @@ class ForbiddenEndpoint(SubscriptionGone):
     """
 
     reason = "forbidden_endpoint"
-
-
-@dataclass(frozen=True, slots=True)
-class PushAnswer:
-    """What a push service answered: its status, Retry-After and the start of its body."""
-
-    status_code: int
-    retry_after: str | None
-    excerpt: bytes
 
 
 def _b64url(text: str) -> bytes:
@@ -161,17 +148,13 @@ class PushSender(Protocol):
 
 
 class WebPushSender:
-    """Sends encrypted pushes over one pooled httpx transport (HTTP/1.1 keep-alive).
+    """Sends encrypted pushes through one :class:`~push_consumer.push_http.Poster`.
 
-    ``transport`` is for tests (``httpx.MockTransport``); by default httpx
-    opens real connections, at most ``max_connections`` at once, and with
-    ``public_only`` only to public addresses. ``timeout_s`` is the total
-    deadline of one push.
-
-    It posts through the transport, not an ``httpx.AsyncClient``: a push
-    needs none of the client's layers (cookies, auth flows, redirects, event
-    hooks, default headers), and they cost about as much CPU as encrypting
-    the push (issue 13, ``bench.push_consumer_throughput``).
+    By default that is a :class:`~push_consumer.push_http.PooledPoster`:
+    HTTP/1.1 keep-alive connections, at most ``max_connections`` at once,
+    and with ``public_only`` only to public addresses; build the sender
+    inside the event loop that uses it. ``poster`` is for tests.
+    ``timeout_s`` is the total deadline of one push.
     """
 
     def __init__(
@@ -181,24 +164,16 @@ class WebPushSender:
         timeout_s: float = 10.0,
         max_connections: int = 32,
         public_only: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
+        poster: Poster | None = None,
     ) -> None:
         self._vapid = vapid
         self._deadline_s = timeout_s
-        self._timeout = httpx.Timeout(timeout_s).as_dict()
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+        self._poster = poster or PooledPoster(
+            max_connections=max_connections, public_only=public_only
         )
-        if transport is None:
-            transport = (
-                VettedHTTPTransport(limits=limits)
-                if public_only
-                else httpx.AsyncHTTPTransport(limits=limits)
-            )
-        self._transport = transport
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._poster.aclose()
 
     async def send(
         self,
@@ -231,49 +206,21 @@ class WebPushSender:
         body = encrypt(plaintext, target)
         try:
             async with asyncio.timeout(self._deadline_s):
-                answer = await self._post(target.endpoint, body, headers)
+                answer = await self._poster.post(target.endpoint, body, headers)
         except ForbiddenAddress as exc:
             # reported as 410 Gone: push.subscription_expired's contract says 404 or 410
             raise ForbiddenEndpoint(f"push endpoint refused: {exc}", status_code=410) from exc
-        except httpx.UnsupportedProtocol as exc:
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
             raise PermanentError(f"not a push URL: {exc}", reason="invalid_endpoint") from exc
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # the deadline (aiohttp's own timeouts are off)
             raise TransientError(
                 f"push took longer than {self._deadline_s:g}s in all", reason="push_timeout"
             ) from exc
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"push service timed out: {exc!r}", reason="push_timeout") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise TransientError(
                 f"push service unreachable: {exc!r}", reason="push_unreachable"
             ) from exc
         return _outcome(answer)
-
-    async def _post(self, endpoint: str, body: bytes, headers: dict[str, str]) -> PushAnswer:
-        """One POST and at most ``MAX_ANSWER_BYTES`` of its answer.
-
-        An answer read to its end lets the connection go back to the pool; a
-        longer one is cut, and its connection closed rather than drained.
-        """
-        request = httpx.Request(
-            "POST", endpoint, headers=headers, content=body, extensions={"timeout": self._timeout}
-        )
-        response = await self._transport.handle_async_request(request)
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)  # an async transport's answer
-        excerpt = bytearray()
-        try:
-            async for chunk in stream:  # raw: a mock's answer is already read, a real one not
-                excerpt += chunk
-                if len(excerpt) >= MAX_ANSWER_BYTES:
-                    break
-        finally:
-            await response.aclose()
-        return PushAnswer(
-            response.status_code,
-            response.headers.get("Retry-After"),
-            bytes(excerpt[:MAX_ANSWER_BYTES]),
-        )
 
 
 def _outcome(answer: PushAnswer) -> int:

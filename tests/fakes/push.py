@@ -1,17 +1,20 @@
-"""An in-memory subscription store for the push handler's unit tests.
+"""In-memory fakes of the push consumer's adapters: its subscription store and its HTTP poster.
 
-It holds each user's subscriptions and the sent-devices ledger as the
+The store holds each user's subscriptions and the sent-devices ledger as the
 PostgreSQL store does, so a test can give a user devices, let a push fail
-on one of them, and see the retry skip the ones the ledger names.
+on one of them, and see the retry skip the ones the ledger names. The
+poster stands in for the push service's HTTP, for the sender's unit tests.
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
+from push_consumer.push_http import PushAnswer
 from push_consumer.store import UserDevice
 from push_consumer.webpush import PushTarget
 
@@ -49,3 +52,32 @@ class MemorySubscriptionStore:
 
     async def record_sent_devices(self, message_id: UUID, subscription_ids: Sequence[UUID]) -> None:
         self.ledger.update((message_id, s) for s in subscription_ids)
+
+
+@dataclass(frozen=True)
+class Post:
+    """One POST a :class:`ScriptedPoster` was given: what would have gone over the wire."""
+
+    endpoint: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+class ScriptedPoster:
+    """In-memory :class:`~push_consumer.push_http.Poster`: a push service that answers by script.
+
+    ``answer`` gets each :class:`Post` and returns the service's answer, or
+    raises what the HTTP client would (aiohttp's errors, ForbiddenAddress).
+    """
+
+    def __init__(self, answer: Callable[[Post], PushAnswer]) -> None:
+        self._answer = answer
+        self.posts: list[Post] = []
+
+    async def post(self, endpoint: str, body: bytes, headers: Mapping[str, str]) -> PushAnswer:
+        post = Post(endpoint, body, dict(headers))
+        self.posts.append(post)
+        return self._answer(post)
+
+    async def aclose(self) -> None:
+        pass

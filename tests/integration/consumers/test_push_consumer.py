@@ -300,22 +300,32 @@ async def test_a_reminder_command_is_pushed_with_high_urgency(
 @asynccontextmanager
 async def misbehaving_push_service(
     answer: Callable[[asyncio.StreamWriter], Awaitable[None]],
+    *,
+    connections: list[int] | None = None,
 ) -> AsyncIterator[str]:
-    """A tiny HTTP server on 127.0.0.1 that reads a request, then ``answer``s as it likes."""
+    """A tiny HTTP server on 127.0.0.1 that reads a request, then ``answer``s as it likes.
+
+    It serves requests on a connection until the client closes it, and
+    appends to ``connections`` the number of requests each connection carried.
+    """
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.lower().split(b"\r\n")
-            if line.startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
+        served = 0
         try:
-            await answer(writer)
-        except (ConnectionError, asyncio.CancelledError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                served += 1
+                await answer(writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
+            if connections is not None:
+                connections.append(served)
             writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
@@ -381,3 +391,45 @@ async def test_a_huge_answer_is_read_only_up_to_the_cap() -> None:
     assert "answered 400: eeee" in str(rejected.value)
     # the client stopped reading after 4 KiB and closed: the server could not push 100 MiB
     assert sum(written) < 16 * 1024 * 1024
+
+
+async def test_pushes_reuse_a_connection_whose_answer_was_read_to_its_end() -> None:
+    connections: list[int] = []
+
+    async def created(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with misbehaving_push_service(created, connections=connections) as endpoint:
+        sender = _sender(timeout_s=5.0)
+        try:
+            target = _browser_target(endpoint)
+            statuses = [await sender.send(target, b"{}", ttl_s=60) for _ in range(3)]
+        finally:
+            await sender.aclose()
+        await asyncio.sleep(0.2)  # the server notices the closed connection
+
+    assert statuses == [201, 201, 201]
+    assert connections == [3]
+
+
+async def test_a_connection_whose_answer_was_cut_is_closed_not_reused() -> None:
+    connections: list[int] = []
+
+    async def long_error_page(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 16777216\r\n\r\n")
+        for _ in range(256):  # 16 MiB in 64 KiB pieces, while the client reads
+            writer.write(b"e" * 65536)
+            await writer.drain()
+
+    async with misbehaving_push_service(long_error_page, connections=connections) as endpoint:
+        sender = _sender(timeout_s=5.0)
+        try:
+            for _ in range(2):
+                with pytest.raises(PermanentError, match="answered 400"):
+                    await sender.send(_browser_target(endpoint), b"{}", ttl_s=60)
+        finally:
+            await sender.aclose()
+        await asyncio.sleep(0.2)
+
+    assert connections == [1, 1]

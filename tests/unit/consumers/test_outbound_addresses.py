@@ -1,7 +1,8 @@
 """Which addresses a push may go to (prod), and that the send side connects only to checked ones.
 
 No traffic leaves this machine: forbidden addresses are refused before any
-connection, and the public ones are "connected" through a fake backend.
+connection, and the public ones are "connected" through a socket factory
+that records the address and refuses.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import socket
 import typing
 import uuid
 
-import httpcore
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from push_consumer.push_http import AddrInfo, PooledPoster
 from push_consumer.vapid import VapidAuthorizations, b64url_encode, generate_private_key
-from push_consumer.vetted_transport import PublicOnlyBackend, VettedHTTPTransport
 from push_consumer.webpush import ForbiddenEndpoint, PushTarget, SubscriptionGone, WebPushSender
+from shared.messaging.errors import TransientError
 from shared.outbound_addresses import ForbiddenAddress, public_addresses, refusal
 
 REFUSED = [
@@ -62,31 +62,55 @@ def test_public_addresses_pass(address: str) -> None:
     assert refusal(ipaddress.ip_address(address)) is None
 
 
-class RecordingBackend(httpcore.AsyncNetworkBackend):
-    """Stands in for the network: records where it was asked to connect, connects nowhere."""
+class RecordingSockets:
+    """Stands in for the network: records where a socket would connect, connects nowhere."""
 
     def __init__(self) -> None:
         self.connected: list[tuple[str, int]] = []
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[typing.Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    def __call__(self, addr_info: AddrInfo) -> socket.socket:
+        host, port = addr_info[4][:2]
         self.connected.append((host, port))
-        raise httpcore.ConnectError("the test network connects nowhere")
+        raise ConnectionRefusedError("the test network connects nowhere")
 
 
-def resolving_to(monkeypatch: pytest.MonkeyPatch, *addresses: str) -> None:
-    """Make every name resolve to ``addresses`` (as a rebinding DNS server would choose)."""
+class Lookups:
+    """Answers every name with the next list of ``answers`` (the last one over and over).
 
-    async def getaddrinfo(host: str, port: int, **_: object) -> list[tuple[typing.Any, ...]]:
+    A rebinding DNS server is one whose answers change between lookups.
+    """
+
+    def __init__(self, *answers: list[str]) -> None:
+        self._answers = list(answers)
+        self.count = 0
+
+    async def getaddrinfo(self, host: str, port: int, **_: object) -> list[tuple[typing.Any, ...]]:
+        addresses = self._answers[min(self.count, len(self._answers) - 1)]
+        self.count += 1
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
 
-    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+
+def resolving_to(monkeypatch: pytest.MonkeyPatch, *answers: list[str]) -> Lookups:
+    """Make every name resolve through :class:`Lookups` of ``answers``."""
+    lookups = Lookups(*answers)
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", lookups.getaddrinfo)
+    return lookups
+
+
+def a_target(endpoint: str) -> PushTarget:
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
+    return PushTarget(uuid.uuid4(), endpoint, b64url_encode(point), b64url_encode(bytes(16)))
+
+
+def prod_sender(sockets: RecordingSockets) -> WebPushSender:
+    """The sender as APP_ENV=prod builds it, on a network that records and refuses."""
+    vapid = VapidAuthorizations(generate_private_key(), "mailto:ops@example.com")
+    poster = PooledPoster(max_connections=2, public_only=True, socket_factory=sockets)
+    return WebPushSender(vapid, timeout_s=5.0, poster=poster)
 
 
 async def test_localhost_is_refused_after_resolution() -> None:
@@ -97,21 +121,49 @@ async def test_localhost_is_refused_after_resolution() -> None:
 async def test_one_internal_address_among_public_ones_refuses_the_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    resolving_to(monkeypatch, "93.184.216.34", "10.0.0.1")
-    backend = RecordingBackend()
-    with pytest.raises(ForbiddenAddress, match=r"10\.0\.0\.1"):
-        await PublicOnlyBackend(backend).connect_tcp("push.example.net", 443)
-    assert backend.connected == []
+    resolving_to(monkeypatch, ["93.184.216.34", "10.0.0.1"])
+    sockets = RecordingSockets()
+    sender = prod_sender(sockets)
+    try:
+        with pytest.raises(ForbiddenEndpoint, match=r"10\.0\.0\.1"):
+            await sender.send(a_target("https://push.example.net/p/1"), b"{}", ttl_s=60)
+    finally:
+        await sender.aclose()
+    assert sockets.connected == []
 
 
 async def test_the_connection_goes_to_the_checked_address_not_the_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    resolving_to(monkeypatch, "93.184.216.34")
-    backend = RecordingBackend()
-    with pytest.raises(httpcore.ConnectError):
-        await PublicOnlyBackend(backend).connect_tcp("push.example.net", 443)
-    assert backend.connected == [("93.184.216.34", 443)]
+    # the first lookup is public, every later one loopback: a rebinding DNS server
+    lookups = resolving_to(monkeypatch, ["93.184.216.34"], ["127.0.0.1"])
+    sockets = RecordingSockets()
+    sender = prod_sender(sockets)
+    try:
+        with pytest.raises(TransientError) as unreachable:
+            await sender.send(a_target("https://push.example.net/p/1"), b"{}", ttl_s=60)
+    finally:
+        await sender.aclose()
+    assert unreachable.value.reason == "push_unreachable"
+    assert sockets.connected == [("93.184.216.34", 443)]
+    assert lookups.count == 1  # no second lookup for a rebinding server to answer
+
+
+async def test_each_new_connection_looks_the_name_up_and_checks_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolving_to(monkeypatch, ["93.184.216.34"], ["127.0.0.1"])
+    sockets = RecordingSockets()
+    sender = prod_sender(sockets)
+    target = a_target("https://push.example.net/p/1")
+    try:
+        with pytest.raises(TransientError):
+            await sender.send(target, b"{}", ttl_s=60)
+        with pytest.raises(ForbiddenEndpoint, match=r"127\.0\.0\.1"):
+            await sender.send(target, b"{}", ttl_s=60)
+    finally:
+        await sender.aclose()
+    assert sockets.connected == [("93.184.216.34", 443)]
 
 
 @pytest.mark.parametrize(
@@ -127,24 +179,25 @@ async def test_the_connection_goes_to_the_checked_address_not_the_name(
 async def test_a_prod_sender_treats_an_internal_endpoint_as_gone_without_connecting(
     endpoint: str,
 ) -> None:
-    backend = RecordingBackend()
-    transport = VettedHTTPTransport(
-        limits=httpx.Limits(max_connections=2), network_backend=PublicOnlyBackend(backend)
-    )
-    vapid = VapidAuthorizations(generate_private_key(), "mailto:ops@example.com")
-    sender = WebPushSender(vapid, transport=transport)
-    point = (
-        ec.generate_private_key(ec.SECP256R1())
-        .public_key()
-        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    )
-    target = PushTarget(uuid.uuid4(), endpoint, b64url_encode(point), b64url_encode(bytes(16)))
+    sockets = RecordingSockets()
+    sender = prod_sender(sockets)
     try:
         with pytest.raises(ForbiddenEndpoint) as refused:
-            await sender.send(target, b"{}", ttl_s=60)
+            await sender.send(a_target(endpoint), b"{}", ttl_s=60)
     finally:
         await sender.aclose()
     assert isinstance(refused.value, SubscriptionGone)
     assert refused.value.reason == "forbidden_endpoint"
     assert refused.value.status_code == 410
-    assert backend.connected == []
+    assert sockets.connected == []
+
+
+async def test_a_prod_sender_connects_to_a_public_literal_address() -> None:
+    sockets = RecordingSockets()
+    sender = prod_sender(sockets)
+    try:
+        with pytest.raises(TransientError):
+            await sender.send(a_target("https://93.184.216.34/p/1"), b"{}", ttl_s=60)
+    finally:
+        await sender.aclose()
+    assert sockets.connected == [("93.184.216.34", 443)]

@@ -1,7 +1,7 @@
 """The Web Push adapter: what goes over the wire, and every answer mapped to the runtime's errors.
 
-Pure unit tests on ``httpx.MockTransport``; the integration tests send to a
-real push service.
+Pure unit tests on an in-memory poster (``tests.fakes.push.ScriptedPoster``);
+the integration tests send over real HTTP to a real push service.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import aiohttp
 import http_ece
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from push_consumer.push_http import PushAnswer
 from push_consumer.vapid import VapidAuthorizations, b64url_encode, generate_private_key
 from push_consumer.webpush import (
     MAX_PLAINTEXT_BYTES,
@@ -27,8 +28,9 @@ from push_consumer.webpush import (
     retry_after_seconds,
 )
 from shared.messaging.errors import PermanentError, TransientError
+from tests.fakes.push import Post, ScriptedPoster
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[Post], PushAnswer]
 
 
 class Browser:
@@ -56,15 +58,19 @@ class Browser:
 
 def sender(handler: Handler) -> WebPushSender:
     vapid = VapidAuthorizations(generate_private_key(), "mailto:ops@example.com")
-    return WebPushSender(vapid, transport=httpx.MockTransport(handler))
+    return WebPushSender(vapid, poster=ScriptedPoster(handler))
+
+
+def answer(status: int, retry_after: str | None = None) -> Handler:
+    return lambda post: PushAnswer(status, retry_after, b"")
 
 
 async def test_a_push_is_encrypted_for_the_subscription_with_the_rfc_8030_headers() -> None:
     browser, seen = Browser(), []
 
-    def push_service(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(201)
+    def push_service(post: Post) -> PushAnswer:
+        seen.append(post)
+        return PushAnswer(201, None, b"")
 
     status = await sender(push_service).send(
         browser.target, b'{"title": "hi"}', ttl_s=60, urgency="high", topic="abc"
@@ -72,7 +78,8 @@ async def test_a_push_is_encrypted_for_the_subscription_with_the_rfc_8030_header
 
     [request] = seen
     assert status == 201
-    assert browser.decrypt(request.content) == b'{"title": "hi"}'
+    assert request.endpoint == browser.target.endpoint
+    assert browser.decrypt(request.body) == b'{"title": "hi"}'
     assert request.headers["Content-Encoding"] == "aes128gcm"
     assert (request.headers["TTL"], request.headers["Urgency"], request.headers["Topic"]) == (
         "60",
@@ -85,9 +92,9 @@ async def test_a_push_is_encrypted_for_the_subscription_with_the_rfc_8030_header
 async def test_every_push_uses_a_fresh_sender_key_and_salt() -> None:
     browser, bodies = Browser(), []
 
-    def push_service(request: httpx.Request) -> httpx.Response:
-        bodies.append(request.content)
-        return httpx.Response(201)
+    def push_service(post: Post) -> PushAnswer:
+        bodies.append(post.body)
+        return PushAnswer(201, None, b"")
 
     push = sender(push_service)
     for _ in range(2):
@@ -114,7 +121,7 @@ async def test_every_push_uses_a_fresh_sender_key_and_salt() -> None:
 async def test_each_answer_maps_to_the_runtimes_error(
     status: int, error: type[Exception], reason: str
 ) -> None:
-    push = sender(lambda request: httpx.Response(status))
+    push = sender(answer(status))
 
     with pytest.raises(error) as raised:
         await push.send(Browser().target, b"x", ttl_s=60)
@@ -125,7 +132,7 @@ async def test_each_answer_maps_to_the_runtimes_error(
 
 
 async def test_a_429_carries_the_services_retry_after() -> None:
-    push = sender(lambda request: httpx.Response(429, headers={"Retry-After": "7"}))
+    push = sender(answer(429, retry_after="7"))
 
     with pytest.raises(TransientError) as raised:
         await push.send(Browser().target, b"x", ttl_s=60)
@@ -136,19 +143,22 @@ async def test_a_429_carries_the_services_retry_after() -> None:
 @pytest.mark.parametrize(
     ("library_error", "expected", "reason"),
     [
-        (httpx.ConnectError("refused"), TransientError, "push_unreachable"),
-        (httpx.ReadError("reset"), TransientError, "push_unreachable"),
-        (httpx.RemoteProtocolError("bad"), TransientError, "push_unreachable"),
-        (httpx.ConnectTimeout("slow"), TransientError, "push_timeout"),
-        (httpx.ReadTimeout("slow"), TransientError, "push_timeout"),
-        (httpx.PoolTimeout("busy"), TransientError, "push_timeout"),
-        (httpx.UnsupportedProtocol("ftp"), PermanentError, "invalid_endpoint"),
+        (aiohttp.ClientConnectionError("refused"), TransientError, "push_unreachable"),
+        (aiohttp.ClientOSError(104, "reset"), TransientError, "push_unreachable"),
+        (aiohttp.ServerDisconnectedError(), TransientError, "push_unreachable"),
+        (aiohttp.ClientPayloadError("bad chunk"), TransientError, "push_unreachable"),
+        (aiohttp.ClientError("bad answer"), TransientError, "push_unreachable"),
+        (aiohttp.ConnectionTimeoutError("slow"), TransientError, "push_timeout"),
+        (aiohttp.SocketTimeoutError("slow"), TransientError, "push_timeout"),
+        (aiohttp.ServerTimeoutError("slow"), TransientError, "push_timeout"),
+        (aiohttp.InvalidUrlClientError("http://127.1/"), PermanentError, "invalid_endpoint"),
+        (aiohttp.NonHttpUrlClientError("ftp://x/"), PermanentError, "invalid_endpoint"),
     ],
 )
-async def test_every_httpx_error_is_mapped_at_the_edge(
-    library_error: httpx.HTTPError, expected: type[Exception], reason: str
+async def test_every_http_client_error_is_mapped_at_the_edge(
+    library_error: Exception, expected: type[Exception], reason: str
 ) -> None:
-    def push_service(request: httpx.Request) -> httpx.Response:
+    def push_service(post: Post) -> PushAnswer:
         raise library_error
 
     with pytest.raises(expected) as raised:
@@ -159,7 +169,7 @@ async def test_every_httpx_error_is_mapped_at_the_edge(
 
 
 async def test_a_payload_over_the_4k_limit_is_refused_before_sending() -> None:
-    push = sender(lambda request: pytest.fail("nothing may be sent"))
+    push = sender(lambda post: pytest.fail("nothing may be sent"))
 
     with pytest.raises(PermanentError, match="exceeds"):
         await push.send(Browser().target, b"x" * (MAX_PLAINTEXT_BYTES + 1), ttl_s=60)
@@ -181,7 +191,7 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 
 
 async def test_an_endpoint_without_an_origin_is_permanent_and_sends_nothing() -> None:
-    push = sender(lambda request: pytest.fail("nothing may be sent"))
+    push = sender(lambda post: pytest.fail("nothing may be sent"))
     target = Browser().target
     bad = PushTarget(
         target.subscription_id, "mailto:someone@example.com", target.p256dh, target.auth
