@@ -11,8 +11,10 @@ notifications, which make it exit non-zero.
 
 ``--profile DIR`` also samples every system process with py-spy during each
 phase and writes ``DIR/<phase>-<process>.txt`` (collapsed stacks, as
-``py-spy record -f raw`` writes them). Sampling costs CPU in its own process
-and a little in the sampled one: a profiled run's CPU figures are not quoted.
+``py-spy record --native -f raw`` writes them: C frames included, so time in
+the C parts of uvloop and asyncpg and in system calls shows where it is spent).
+Sampling pauses the sampled process for each sample: a profiled run's figures
+are printed, not written, and are not quoted.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ async def profiling(
         if process.handle is None:
             continue
         out = directory / f"{phase}-{process.name}.txt"
-        command = [spy, "record", "--nonblocking", "-r", "250", "-f", "raw"]
+        command = [spy, "record", "--native", "-r", "250", "-f", "raw"]
         command += ["-d", str(int(seconds)), "-o", str(out), "-p", str(process.handle.pid)]
         samplers.append(
             await asyncio.create_subprocess_exec(
