@@ -107,6 +107,11 @@ def figures(record: PhaseRecord) -> dict[str, Any]:
         "accepted": len(ok),
         "statuses": dict(statuses),
         "http_latency": percentiles(a["latency_ms"] for a in record.answers),
+        # how late the load generator itself started its requests: large, and the
+        # latency above is the generator's backlog, not the system's
+        "generator_behind": percentiles(
+            (a["started"] - a["scheduled"]) * 1000 for a in record.answers if "started" in a
+        ),
         "to_mail_latency": percentiles(delivery_ms(record, record.mails)),
         "to_push_latency": percentiles(delivery_ms(record, record.pushes)),
         "cpu_ms_per_rsvp": {k: round(v, 3) for k, v in sorted(cpu_ms.items())},

@@ -91,6 +91,18 @@ def latency_rows(f: dict[str, Any], rate: str) -> list[dict[str, Any]]:
             None,
         ),
         row(
+            f"B2 answers at {rate} (status: count)",
+            ", ".join(f"{status}: {n}" for status, n in sorted(f["statuses"].items())),
+            "-",
+            None,
+        ),
+        row(
+            f"B2 load generator behind its schedule p99 at {rate}",
+            f"{f.get('generator_behind', {}).get('p99_ms')} ms",
+            "-",
+            None,
+        ),
+        row(
             f"B2 lost / duplicated at {rate}",
             f"{f['lost']} / {f['duplicated']}",
             "0 / 0",
