@@ -99,7 +99,7 @@ B1_ARGS ?=
 B2_ARGS ?=
 B4_ARGS ?=
 B5_ARGS ?=
-BENCHMARKS := B1 B2 B3 B4 B5 B6 B8 announcement push reports reference
+BENCHMARKS := B1 B2 B3 B4 B5 B6 B8 announcement push reports broker reference
 ONLY ?= $(BENCHMARKS)
 .PHONY: $(addprefix bench-,$(BENCHMARKS))
 bench: services $(addprefix bench-,$(ONLY)) ## run the benchmarks (ONLY=B2 for some of $(BENCHMARKS)); results in bench/results/
@@ -137,6 +137,10 @@ bench-announcement: services
 PUSH_BENCH_ARGS ?= --messages 2000 --runs 3
 bench-push: services
 	$(PY) -m bench.push_consumer_throughput $(PUSH_BENCH_ARGS)
+
+# what one message costs RabbitMQ at B2's steady rate, on a node of its own
+bench-broker: services
+	$(PY) -m bench.broker_paced
 
 REPORTS_BENCH_ARGS ?= --messages 4000 --runs 3
 bench-reports: services
