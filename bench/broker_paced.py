@@ -123,7 +123,7 @@ async def measure(rates: list[float], seconds: float) -> dict[str, Any]:
         "what": "publish with confirm, deliver and ack of one message, one at a time",
         "summary": [
             {
-                "what": f"RabbitMQ CPU a message, {r['queue_type']} queue, at {r['rate_per_s']:g}/s",
+                "what": f"RabbitMQ CPU a message, {r['queue_type']}, {r['rate_per_s']:g}/s",
                 "figure": f"{r['cpu_ms']} ms",
                 "baseline": "-",
                 "ratio": None,
