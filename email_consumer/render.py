@@ -1,37 +1,44 @@
 """Turn an RSVP event or an email command into a ready-to-send email.
 
 Text and HTML come from Jinja2 templates (HTML autoescaped); going and
-cancelling attach an iCalendar invitation or cancellation. The message is
-built with the compat32 ``email.mime`` classes and flattened here, once, to
-CRLF bytes: the modern ``EmailMessage`` API costs several times the CPU (see
-bench.md), and building the email is what limits the consumer's throughput.
-compat32 does not refuse line breaks in header values, so ``_WIRE`` does, and
-every header made from user text goes through ``_one_line`` first.
+cancelling attach an iCalendar invitation or cancellation (``invite.py``).
+The parts are put into CRLF wire bytes directly (``mime.py``), as the compat32
+generator would write them: building the email is what limits the
+consumer's throughput, and the ``email`` package's generator and the
+modern ``EmailMessage`` API cost several times the CPU (see bench.md).
+compat32 does not refuse line breaks in header values, so ``mime.WIRE``
+does, and every header made from user text goes through ``_one_line`` first.
+
+What depends only on the event (its date line, its calendar lines) is made
+once per event and kept in a bounded LRU keyed by the whole
+``EventSummary``: an edited event differs in some field, so it is a new key
+and never served stale.
 """
 
 from __future__ import annotations
 
-import binascii
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.header import Header
-from email.message import Message
-from email.policy import Compat32
 from email.utils import formataddr, formatdate, parseaddr
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from icalendar import Calendar, Event, vCalAddress, vDatetime, vInt, vText
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 from markupsafe import Markup, escape
 
+from email_consumer import invite, mime
 from email_consumer.mailer import OutgoingEmail
 from shared.messaging.errors import PermanentError
 from shared.schemas import Attendee, Envelope, EventSummary, NotificationCommand, RsvpPayload
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
-DEFAULT_DURATION = timedelta(hours=1)  # for events without an end
+#: Events whose shared parts are kept. An RSVP's neighbours in the queue are
+#: mostly answers to the same few events; an event not among the last ones
+#: costs its parts again, nothing more.
+EVENT_CACHE_SIZE = 256
 
 _SUBJECTS = {
     "going": "You're going: {title}",
@@ -44,21 +51,12 @@ _PARTSTAT = {"going": "ACCEPTED", "maybe": "TENTATIVE", "declined": "DECLINED"}
 _CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0E, 0x1C), 0x7F])
 
 
-class _WirePolicy(Compat32):
-    """compat32 with CRLF that refuses line breaks in a header value."""
+@dataclass(frozen=True, slots=True)
+class _EventParts:
+    """What every email about one event says alike."""
 
-    def fold_binary(self, name: str, value: Any) -> bytes:
-        if isinstance(value, str):
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"line break in the {name} header")
-            if value.isascii() and len(name) + len(value) < 77:
-                return f"{name}: {value}\r\n".encode("ascii")  # nothing to fold or encode
-        return super().fold_binary(name, value)
-
-
-_WIRE = _WirePolicy(linesep="\r\n")
-if TYPE_CHECKING:  # Message is generic only in the stubs
-    _Part = Message[str, str | Header]
+    when: str  #: the date line of the text and HTML
+    calendar: invite.EventLines  #: its calendar lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +76,13 @@ class _Email:
 class Renderer:
     """Builds emails from messages; build once, the templates are compiled once."""
 
-    def __init__(self, mail_from: str, *, templates_dir: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        mail_from: str,
+        *,
+        templates_dir: Path | str | None = None,
+        event_cache_size: int = EVENT_CACHE_SIZE,
+    ) -> None:
         name, address = parseaddr(mail_from)
         if "@" not in address or not address.isascii():
             raise ValueError(f"MAIL_FROM needs an ASCII address: {mail_from!r}")
@@ -100,6 +104,7 @@ class Renderer:
             for kind in ("confirmation", "reminder", "announcement")
             for ext in ("txt", "html")
         }
+        self._event_parts = lru_cache(maxsize=event_cache_size)(self._parts_of)
 
     def for_rsvp(self, message: Envelope[RsvpPayload]) -> OutgoingEmail:
         """The confirmation for ``rsvp.created|updated|cancelled``."""
@@ -123,69 +128,64 @@ class Renderer:
             email = _announcement(command)
         return self._build(message, email)
 
+    def cached_events(self) -> int:
+        """How many events' shared parts are kept now."""
+        return self._event_parts.cache_info().currsize
+
     def _build(self, source: Envelope[Any], email: _Email) -> OutgoingEmail:
         recipient = _ascii_address(email.recipient.email)
         subject = _one_line(email.subject)
+        shared = self._event_parts(email.event)
         context = {
             **email.context,
             "subject": subject,
             "name": email.recipient.name,
             "event": email.event,
-            "when": _when(email.event),
+            "when": shared.when,
         }
         text = self._templates[f"{email.template}.txt"].render(context)
         html = self._templates[f"{email.template}.html"].render(context)
-        invite = ""
+        calendar = ""
         if email.ics_method is not None:
-            invite = self._calendar(source, email, email.ics_method, recipient).decode("utf-8")
-        # Fixed boundaries spare the generator's random ones and the regex it compiles
-        # per message to check them. "=_" never occurs in quoted-printable; 7bit text
-        # could hold it only by quoting this very message id.
+            calendar = invite.invitation(
+                shared.calendar,
+                method=email.ics_method,
+                stamp=source.occurred_at,
+                sequence=email.sequence,
+                attendee_address=recipient,
+                attendee_name=_param(email.recipient.name),
+                partstat=email.partstat,
+            ).decode("utf-8")
+        # Fixed boundaries spare random ones. "=_" never occurs in quoted-printable;
+        # 7bit text could hold it only by quoting this very message id.
         boundary = f"=_{source.message_id.hex}"
-        if any(boundary in part for part in (text, html, invite)):
+        if any(boundary in part for part in (text, html, calendar)):
             boundary += secrets.token_hex(8)
-        body = _multipart("alternative", boundary + "a", _text(text, "plain"), _text(html, "html"))
+        body = mime.multipart(
+            "alternative", boundary + "a", mime.text(text, "plain"), mime.text(html, "html")
+        )
         if email.ics_method is not None:
-            ics = _text(invite, "calendar", f"; method={email.ics_method}")
-            ics["Content-Disposition"] = 'attachment; filename="invite.ics"'
-            body = _multipart("mixed", boundary + "m", body, ics)
+            ics = mime.text(calendar, "calendar", f"; method={email.ics_method}")
+            ics.add_header("Content-Disposition", 'attachment; filename="invite.ics"')
+            body = mime.multipart("mixed", boundary + "m", body, ics)
         message_id = f"<{source.message_id}@{self._domain}>"
-        body["MIME-Version"] = "1.0"
-        body["From"] = self._from
-        body["To"] = _mailbox("To", email.recipient.name, recipient)
-        body["Subject"] = subject
-        body["Date"] = formatdate(usegmt=True)
-        body["Message-ID"] = message_id
-        body["X-Correlation-ID"] = str(source.correlation_id)
-        body["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
-        return OutgoingEmail(self._sender, (recipient,), body.as_bytes(policy=_WIRE), message_id)
+        body.add_header("MIME-Version", "1.0")
+        body.add_header("From", self._from)
+        body.add_header("To", _mailbox("To", email.recipient.name, recipient))
+        body.add_header("Subject", subject)
+        body.add_header("Date", formatdate(usegmt=True))
+        body.add_header("Message-ID", message_id)
+        body.add_header("X-Correlation-ID", str(source.correlation_id))
+        body.add_header("Auto-Submitted", "auto-generated")  # RFC 3834: no auto-replies
+        return OutgoingEmail(self._sender, (recipient,), body.as_bytes(), message_id)
 
-    def _calendar(self, source: Envelope[Any], email: _Email, method: str, recipient: str) -> bytes:
-        event = email.event
-        vevent = Event()
-        vevent["uid"] = vText(f"{event.event_id}@rsvp")
-        vevent["dtstamp"] = vDatetime(source.occurred_at)
-        vevent["sequence"] = vInt(email.sequence)
-        vevent["dtstart"] = vDatetime(_utc(event.starts_at))
-        vevent["dtend"] = vDatetime(_utc(event.ends_at or event.starts_at + DEFAULT_DURATION))
-        vevent["summary"] = vText(event.title)
-        if event.location:
-            vevent["location"] = vText(event.location)
-        organizer = vCalAddress(f"mailto:{event.organizer_email or self._sender}")
-        organizer.params["cn"] = _param(event.organizer_name or "RSVP")
-        vevent["organizer"] = organizer
-        attendee = vCalAddress(f"mailto:{recipient}")
-        attendee.params["cn"] = _param(email.recipient.name)
-        attendee.params["partstat"] = email.partstat
-        vevent["attendee"] = attendee
-        vevent["status"] = vText("CANCELLED" if method == "CANCEL" else "CONFIRMED")
-        calendar = Calendar()
-        calendar["prodid"] = vText("-//RSVP pipeline//email_consumer//EN")
-        calendar["version"] = vText("2.0")
-        calendar["method"] = vText(method)
-        calendar.subcomponents.append(vevent)
-        result: bytes = calendar.to_ical()
-        return result
+    def _parts_of(self, event: EventSummary) -> _EventParts:
+        lines = invite.event_lines(
+            event,
+            organizer_address=event.organizer_email or self._sender,
+            organizer_name=_param(event.organizer_name or "RSVP"),
+        )
+        return _EventParts(when=_when(event), calendar=lines)
 
 
 def _confirmation(
@@ -238,25 +238,6 @@ def _announcement(command: NotificationCommand) -> _Email:
         event=command.event,
         context={"body": command.body},
     )
-
-
-def _text(body: str, subtype: str, params: str = "") -> _Part:
-    part: _Part = Message(policy=_WIRE)
-    part["Content-Type"] = f'text/{subtype}; charset="utf-8"{params}'
-    if body.isascii() and all(len(line) <= 998 for line in body.splitlines()):
-        part["Content-Transfer-Encoding"] = "7bit"
-        part.set_payload(body)
-    else:  # binascii's quoted-printable is C, the email package's is Python
-        part["Content-Transfer-Encoding"] = "quoted-printable"
-        part.set_payload(binascii.b2a_qp(body.encode("utf-8")).decode("ascii"))
-    return part
-
-
-def _multipart(subtype: str, boundary: str, *parts: _Part) -> _Part:
-    container: _Part = Message(policy=_WIRE)
-    container["Content-Type"] = f'multipart/{subtype}; boundary="{boundary}"'
-    container.set_payload(list(parts))
-    return container
 
 
 def _mailbox(header: str, name: str, address: str) -> str | Header:

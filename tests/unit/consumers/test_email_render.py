@@ -12,8 +12,9 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from icalendar import Calendar
+from icalendar import Calendar, Event, vCalAddress, vDatetime, vInt, vText
 
+from email_consumer.invite import event_lines, invitation
 from email_consumer.mailer import OutgoingEmail
 from email_consumer.render import Renderer
 from shared.messaging.errors import PermanentError
@@ -27,6 +28,7 @@ from shared.schemas import (
     RsvpPayload,
     RsvpUpdated,
 )
+from tests.unit.consumers.email_samples import CASES, GOLDEN, rendered
 
 MAIL_FROM = "RSVP Events <no-reply@mail.example.org>"
 STARTS_AT = datetime(2026, 6, 12, 20, 0, tzinfo=timezone(timedelta(hours=2)))
@@ -362,10 +364,10 @@ def test_a_body_that_quotes_the_mime_boundary_cannot_end_its_part(renderer: Rend
 
 
 def test_the_wire_policy_refuses_a_line_break_in_any_header() -> None:
-    from email_consumer.render import _WIRE  # the last line of defence
+    from email_consumer.mime import WIRE  # the last line of defence
 
     with pytest.raises(ValueError, match="line break"):
-        _WIRE.fold_binary("Subject", "Hi\r\nBcc: victim@example.com")
+        WIRE.fold_binary("Subject", "Hi\r\nBcc: victim@example.com")
 
 
 def test_user_text_cannot_inject_calendar_properties(renderer: Renderer) -> None:
@@ -490,3 +492,125 @@ def test_an_event_without_an_end_lasts_an_hour_in_the_calendar(renderer: Rendere
 
     assert vevent.decoded("dtend") - vevent.decoded("dtstart") == timedelta(hours=1)
     assert str(vevent["organizer"]) == "mailto:no-reply@mail.example.org"
+
+
+# -- built once per event, never stale ------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_email_is_byte_for_byte_what_it_was_when_recorded(case: str) -> None:
+    renderer = Renderer(MAIL_FROM)
+
+    first, again = rendered(case, renderer), rendered(case, renderer)  # again: from the cache
+
+    golden = (GOLDEN / f"{case}.eml").read_bytes()
+    assert first == golden
+    assert again == golden
+
+
+def test_an_edited_event_is_never_served_from_before_the_edit(renderer: Renderer) -> None:
+    event = an_event(title="Summer party", location="The Park, Gate 2")
+    edited = event.model_copy(
+        update={
+            "title": "Summer party (moved)",
+            "location": "The Hall",
+            "starts_at": STARTS_AT + timedelta(days=1),
+        }
+    )
+    renderer.for_rsvp(an_rsvp("going", event=event))
+
+    message = parsed(renderer.for_rsvp(an_rsvp("going", event=edited)))
+
+    vevent = the_vevent(invite(message))
+    assert str(vevent["summary"]) == "Summer party (moved)"
+    assert str(vevent["location"]) == "The Hall"
+    assert vevent.decoded("dtstart") == datetime(2026, 6, 13, 18, 0, tzinfo=UTC)
+    assert "Saturday 13 June 2026" in body(message, "plain")
+    assert "The Hall" in body(message, "html")
+
+
+def test_answers_to_one_event_each_carry_their_own_attendee(renderer: Renderer) -> None:
+    event = an_event()
+    ada = an_rsvp("going", event=event, attendee=an_attendee("Ada", "ada@example.com"))
+    bob = an_rsvp(
+        "cancelled",
+        event=event,
+        attendee=an_attendee("Bob", "bob@example.com"),
+        version=5,
+        message_type=RsvpCancelled,
+    )
+
+    first, second = (parsed(renderer.for_rsvp(m)) for m in (ada, bob))
+
+    for message, name, address, partstat, sequence in (
+        (first, "Ada", "ada@example.com", "ACCEPTED", 1),
+        (second, "Bob", "bob@example.com", "DECLINED", 5),
+    ):
+        vevent = the_vevent(invite(message))
+        assert str(vevent["attendee"]) == f"mailto:{address}"
+        assert vevent["attendee"].params["CN"] == name
+        assert vevent["attendee"].params["PARTSTAT"] == partstat
+        assert vevent.decoded("sequence") == sequence
+        assert str(vevent["uid"]) == f"{event.event_id}@rsvp"
+        assert f"Hi {name}," in body(message, "plain")
+
+
+def test_the_event_cache_is_bounded() -> None:
+    renderer = Renderer(MAIL_FROM, event_cache_size=2)
+    events = [an_event() for _ in range(3)]
+
+    outputs = [the_vevent(invite(parsed(renderer.for_rsvp(an_rsvp(event=e))))) for e in events]
+    again = the_vevent(invite(parsed(renderer.for_rsvp(an_rsvp(event=events[0])))))
+
+    assert [str(v["uid"]) for v in outputs] == [f"{e.event_id}@rsvp" for e in events]
+    assert str(again["uid"]) == f"{events[0].event_id}@rsvp"
+    assert renderer.cached_events() == 2
+
+
+@pytest.mark.parametrize("name_length", range(1, 100, 2))  # across the 75-octet fold
+@pytest.mark.parametrize("method", ["REQUEST", "CANCEL"])
+def test_the_invitation_is_what_icalendar_writes_for_the_same_calendar(
+    name_length: int, method: str
+) -> None:
+    name = ("Zoë Ünïcode O'Brien; Esq., " * 4)[:name_length]
+    event = an_event(
+        title=("Party, with; \\ escapes " * 9)[: name_length + 40],
+        location=None if name_length % 2 else "Gate 2; left",
+        organizer_name="Olga",
+    )
+    stamp = datetime(2026, 6, 1, 9, 30, 15, tzinfo=UTC)
+
+    ours = invitation(
+        event_lines(event, organizer_address="olga@example.com", organizer_name="Olga"),
+        method=method,
+        stamp=stamp,
+        sequence=name_length,
+        attendee_address="ada@example.com",
+        attendee_name=name,
+        partstat="ACCEPTED",
+    )
+
+    vevent = Event()
+    vevent["uid"] = vText(f"{event.event_id}@rsvp")
+    vevent["dtstamp"] = vDatetime(stamp)
+    vevent["sequence"] = vInt(name_length)
+    vevent["dtstart"] = vDatetime(event.starts_at.astimezone(UTC))
+    assert event.ends_at is not None
+    vevent["dtend"] = vDatetime(event.ends_at.astimezone(UTC))
+    vevent["summary"] = vText(event.title)
+    if event.location:
+        vevent["location"] = vText(event.location)
+    organizer = vCalAddress("mailto:olga@example.com")
+    organizer.params["cn"] = "Olga"
+    vevent["organizer"] = organizer
+    attendee = vCalAddress("mailto:ada@example.com")
+    attendee.params["cn"] = name
+    attendee.params["partstat"] = "ACCEPTED"
+    vevent["attendee"] = attendee
+    vevent["status"] = vText("CANCELLED" if method == "CANCEL" else "CONFIRMED")
+    calendar = Calendar()
+    calendar["prodid"] = vText("-//RSVP pipeline//email_consumer//EN")
+    calendar["version"] = vText("2.0")
+    calendar["method"] = vText(method)
+    calendar.subcomponents.append(vevent)
+    assert ours == calendar.to_ical()
