@@ -28,6 +28,7 @@ from shared.schemas import (
     RsvpPayload,
     RsvpUpdated,
 )
+from tests.unit.consumers import email_samples as samples
 from tests.unit.consumers.email_samples import CASES, GOLDEN, rendered
 
 MAIL_FROM = "RSVP Events <no-reply@mail.example.org>"
@@ -40,20 +41,14 @@ def renderer() -> Renderer:
 
 
 def an_event(**fields: Any) -> EventSummary:
-    defaults: dict[str, Any] = {
-        "event_id": uuid4(),
-        "title": "Summer party",
-        "starts_at": STARTS_AT,
-        "ends_at": STARTS_AT + timedelta(hours=3),
-        "location": "The Park, Gate 2",
-        "organizer_name": "Olga Organiser",
-        "organizer_email": "olga@example.com",
-    }
-    return EventSummary(**{**defaults, **fields})
+    """The samples' event with an id of its own (the render cache must tell events apart)."""
+    return samples.event(**{"event_id": uuid4(), **fields})
 
 
 def an_attendee(name: str = "Ada Lovelace", email_address: str = "ada@example.com") -> Attendee:
-    return Attendee(user_id=uuid4(), email=email_address, name=name)
+    return samples.attendee(name=name, address=email_address).model_copy(
+        update={"user_id": uuid4()}
+    )
 
 
 def an_rsvp(
