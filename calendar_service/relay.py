@@ -347,6 +347,10 @@ class OutboxRelay:
                 OSError,
                 asyncpg.PostgresError,
                 asyncpg.InterfaceError,  # e.g. the connection closed under a pass
+                # a backend terminated between two statements of a pass leaves the
+                # connection mid-error ("another operation is in progress"): the pool
+                # drops it on release, and the next pass takes a fresh one
+                asyncpg.InternalClientError,
                 aio_pika.exceptions.AMQPError,
             ) as exc:
                 delay = backoff.next_delay()

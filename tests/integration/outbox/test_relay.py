@@ -136,6 +136,77 @@ async def test_relay_survives_a_connection_drop_and_publishes_what_came_after(
     assert len(received) == len(set(received))
 
 
+async def test_relay_survives_its_database_connections_terminated_and_publishes_what_came_after(
+    relay_db: str, fresh_broker: BrokerEnv
+) -> None:
+    """A backend terminated under the relay (between passes or within one, which leaves
+    asyncpg mid-error: "another operation is in progress") costs a pass, not the process."""
+    stop = asyncio.Event()
+    settings = settings_for(relay_db, fresh_broker.amqp_url("calendar"))
+    relay = asyncio.create_task(
+        serve(lambda: bootstrap(settings, options=FAST), stop, metrics_port=None)
+    )
+    admin = await asyncpg.connect(relay_db.replace("+asyncpg", ""))
+    try:
+        before = await write_outbox(relay_db, 3)
+        await wait_until_all_published(relay_db, timeout=15)
+        for _ in range(3):  # now idle, now within a pass: each a fresh connection after
+            terminated = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE usename = 'rsvp_relay' AND datname = current_database()"
+            )
+            assert terminated >= 1
+            await asyncio.sleep(0.3)
+        after = await write_outbox(relay_db, 5)
+        await wait_until_all_published(relay_db, timeout=40)
+        assert not relay.done(), relay
+    finally:
+        await admin.close()
+        stop.set()
+        await asyncio.wait_for(relay, timeout=10)
+
+    received = await drain(fresh_broker, "email", EMAIL_RSVP_EVENTS.name)
+    assert set(before + after) <= set(received)
+
+
+async def test_a_pass_on_a_connection_left_mid_error_costs_the_pass_not_the_relay(
+    relay_db: str, fresh_broker: BrokerEnv
+) -> None:
+    """A backend terminated between two statements of a pass leaves asyncpg's protocol
+    mid-error, and the pass's next statement raises ``InternalClientError`` ("another
+    operation is in progress"). Seen in the fault tests: the relay process died of it."""
+    pool = await asyncpg.create_pool(relay_db.replace("+asyncpg", ""), min_size=1, max_size=2)
+    try:
+        async with channel_as(fresh_broker.amqp_url("calendar")) as channel:
+            relay = OutboxRelay(pool, Publisher(channel), FAST)
+            real_pass = relay.publish_pending_outbox
+            failed = []
+
+            async def pass_once_broken(*args: Any, **kwargs: Any) -> Any:
+                if not failed:
+                    failed.append(True)
+                    raise asyncpg.InternalClientError(
+                        "cannot switch to state 15; another operation (2) is in progress"
+                    )
+                return await real_pass(*args, **kwargs)
+
+            relay.publish_pending_outbox = pass_once_broken  # type: ignore[method-assign]
+            running = asyncio.create_task(relay.run())
+            try:
+                expected = await write_outbox(relay_db, 3)
+                await wait_until_all_published(relay_db, timeout=20)
+                assert failed
+                assert not running.done(), running
+            finally:
+                relay.stop()
+                await asyncio.wait_for(running, timeout=10)
+    finally:
+        await pool.close()
+
+    received = await drain(fresh_broker, "email", EMAIL_RSVP_EVENTS.name)
+    assert Counter(received) == Counter(expected)
+
+
 async def test_two_relays_running_together_publish_each_row_once(
     relay_db: str, fresh_broker: BrokerEnv
 ) -> None:
