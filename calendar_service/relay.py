@@ -42,12 +42,15 @@ from shared.messaging.codec import stored_body_to_amqp
 from shared.messaging.publisher import Publisher, PublishNotConfirmed
 from shared.service.backoff import Backoff
 from shared.service.broker import connect_broker
-from shared.service.database import bounded_pool
+from shared.service.database import DATABASE_TROUBLE, bounded_pool
 from shared.service.listener import keep_listening
 from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service, run_until_stopped
 
 log = logging.getLogger(__name__)
+
+#: What fails a pass without ending the relay: the database or the broker away.
+_PASS_TROUBLE: tuple[type[BaseException], ...] = (*DATABASE_TROUBLE, aio_pika.exceptions.AMQPError)
 
 #: A connection of its own or one lent by a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -343,16 +346,10 @@ class OutboxRelay:
             try:
                 async with self._pool.acquire() as connection:
                     await self._publish_until_stopped(connection, backoff)
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,  # e.g. the connection closed under a pass
-                # a backend terminated between two statements of a pass leaves the
-                # connection mid-error ("another operation is in progress"): the pool
-                # drops it on release, and the next pass takes a fresh one
-                asyncpg.InternalClientError,
-                aio_pika.exceptions.AMQPError,
-            ) as exc:
+            # the connection closed under a pass, or left mid-error by a backend
+            # terminated between two of its statements ("another operation is in
+            # progress"): the pool drops it on release, the next pass takes a fresh one
+            except _PASS_TROUBLE as exc:
                 delay = backoff.next_delay()
                 log.warning("relay pass failed, retrying in %.1fs: %r", delay, exc)
                 await self._back_off(delay)

@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import asyncpg
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError
@@ -46,10 +45,14 @@ from calendar_service.errors import Overloaded
 from calendar_service.retention import keep_pruning
 from shared.schemas import Envelope, NotificationCommand
 from shared.service.backoff import Backoff
+from shared.service.database import DATABASE_TROUBLE
 from shared.service.listener import keep_listening
 from shared.service.process import run_service
 
 log = logging.getLogger(__name__)
+
+#: What fails a pass without ending the scheduler: the database away or busy.
+_PASS_TROUBLE: tuple[type[BaseException], ...] = (*DATABASE_TROUBLE, DBAPIError, Overloaded)
 DEFAULT_METRICS_PORT = 9105
 
 Clock = Callable[[], datetime]
@@ -234,7 +237,7 @@ class Scheduler:
                 done = await self.run_once()
                 sleep = await self.seconds_until_next_due(since=started)
                 backoff.reset()
-            except (OSError, asyncpg.PostgresError, DBAPIError, Overloaded) as exc:
+            except _PASS_TROUBLE as exc:
                 # a restart, a lost connection, a deadlock, a pool with no
                 # connection free in DB_POOL_TIMEOUT_S: all worth another pass
                 sleep = backoff.next_delay()

@@ -31,7 +31,7 @@ from shared.messaging.topology import dead_letter_queues
 from shared.production import development_password
 from shared.service.backoff import Backoff, sleep_unless_stopped
 from shared.service.broker import connect_broker
-from shared.service.database import bounded_pool
+from shared.service.database import DATABASE_TROUBLE, bounded_pool
 from shared.service.metrics import forget_pool, watch_pool
 from shared.service.process import run_service, run_until_stopped
 from shared.settings import split_url_list
@@ -126,7 +126,7 @@ class Archiver:
             batch = [self._waiting[i] for i in range(min(self._batch, len(self._waiting)))]
             try:
                 new = await archive(self._pool, [arrived(m, q) for q, m in batch])
-            except (OSError, asyncpg.PostgresError) as exc:
+            except DATABASE_TROUBLE as exc:
                 delay = backoff.next_delay()
                 log.warning("cannot store dead letters, retrying in %.1fs: %r", delay, exc)
                 await sleep_unless_stopped(delay, stop)
@@ -219,7 +219,7 @@ class ArchiverService:
                 )
                 if removed:
                     log.info("retention removed %d settled dead letters", removed)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except DATABASE_TROUBLE as exc:
                 log.warning("retention pass failed: %r", exc)
             await sleep_unless_stopped(self._settings.dead_letter_prune_every_s, stop)
 

@@ -116,6 +116,19 @@ def bounded_pool(
     )
 
 
+#: What a loop over the database catches to back off and try again on a fresh
+#: connection: the server said no (``PostgresError``), or the connection is
+#: gone or unusable (refused, reset, closed under a statement, or left
+#: mid-error by a backend terminated between two statements:
+#: asyncpg's ``InternalClientError``, "another operation is in progress").
+DATABASE_TROUBLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+
 def database_unreachable(error: BaseException) -> bool:
     """True when ``error`` (or one it was raised ``from``) says the database was away.
 

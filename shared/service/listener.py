@@ -17,6 +17,7 @@ from collections.abc import Callable
 import asyncpg
 
 from shared.service.backoff import Backoff, sleep_unless_stopped
+from shared.service.database import DATABASE_TROUBLE
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ async def keep_listening(
     while not stop.is_set():
         try:
             connection: asyncpg.Connection = await asyncpg.connect(dsn)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except DATABASE_TROUBLE as exc:
             delay = backoff.next_delay()
             log.warning("cannot LISTEN on %s, retrying in %.0fs: %r", channel, delay, exc)
             await sleep_unless_stopped(delay, stop)
@@ -50,8 +51,8 @@ async def keep_listening(
                 await sleep_unless_stopped(CHECK_EVERY_S, stop)
             if not stop.is_set():
                 log.warning("LISTEN connection on %s lost; reconnecting", channel)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except DATABASE_TROUBLE as exc:
             log.warning("LISTEN connection on %s failed: %r", channel, exc)
         finally:
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
+            with contextlib.suppress(*DATABASE_TROUBLE):
                 await connection.close()
