@@ -114,6 +114,7 @@ async def measure(rates: list[float], seconds: float) -> dict[str, Any]:
         "benchmark": "broker_paced",
         "machine": {**harness.machine(), "rabbitmq": version},
         "settings": {
+            "runs_text": f"{len(rates)} rates x {seconds:g} s, quorum and classic",
             "seconds": seconds,
             "body_bytes": len(BODY),
             "node_start_s": round(start_s, 1),
