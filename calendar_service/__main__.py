@@ -7,13 +7,16 @@ import uvicorn
 from calendar_service.app import create_app
 from calendar_service.config import ApiSettings
 from shared.logs import configure_logging
+from shared.service.heap import settle_heap
 
 
 def main() -> None:
     settings = ApiSettings()
     configure_logging("api", settings.log_level, settings.log_format)
+    app = create_app(settings)
+    settle_heap()  # modules, routes and schemas are built: freeze them (shared/service/heap.py)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

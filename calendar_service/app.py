@@ -24,7 +24,6 @@ from calendar_service.api.middleware import AnonymousRateLimit, BodySizeLimit, R
 from calendar_service.api.openapi import install_openapi
 from calendar_service.bootstrap import bootstrap
 from calendar_service.config import ApiSettings, Settings
-from shared.service.heap import settle_heap
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -36,7 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         container = await bootstrap(settings)
         app.state.container = container
-        settle_heap()
         private_metrics = None
         if not settings.metrics_public:
             private_metrics = health.private_metrics_server(settings.metrics_port)

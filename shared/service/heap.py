@@ -4,8 +4,10 @@ CPython's cyclic collector runs a generation-0 pass every 700 net allocations
 and, every so often, a full pass over every tracked object: the modules,
 classes, pydantic schemas and route tables of start-up included, though none
 of them will ever be garbage. py-spy with native frames put ~7 % of the API's
-CPU in ``gc_collect_main`` under load. Once a service has started,
-:func:`settle_heap` moves what exists to the permanent generation
+CPU in ``gc_collect_main`` under load. Once a service's process has
+imported and built what it runs on (its entry point calls it: never a
+library function, which tests run in their own process), :func:`settle_heap`
+moves what exists to the permanent generation
 (``gc.freeze()``: never scanned again) and raises the generation-0 threshold,
 so a collection runs once per some requests instead of several times per
 request. Reference counting still frees everything that is not in a cycle at

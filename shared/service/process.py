@@ -98,7 +98,6 @@ async def serve(
         await health.start()
     try:
         async with open_service() as service:
-            settle_heap()
             running.append(service)
             try:
                 await service.run(stop)
@@ -154,4 +153,5 @@ def run_service(
 ) -> NoReturn:
     """The body of a ``python -m`` entry point: log as ``name``, supervise, exit with its code."""
     configure_logging(name, settings.log_level, settings.log_format)
+    settle_heap()  # the process's own choice: not in serve(), which tests run in theirs
     raise SystemExit(uvloop.run(supervise(open_service, metrics_port=metrics_port)))
