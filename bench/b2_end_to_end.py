@@ -115,7 +115,8 @@ async def profiling(
     """py-spy on every measured process for the phase (nothing when ``directory`` is None)."""
     if directory is None:
         return []
-    spy = shutil.which("py-spy")
+    # the venv's own, also when its bin folder is not on PATH
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise SystemExit("--profile needs py-spy (it comes with `make venv`)")
     samplers = []
