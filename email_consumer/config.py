@@ -26,6 +26,9 @@ class Settings(ServiceSettings):
     #: Messages the broker may push ahead of acks, and handled at once.
     prefetch: int = Field(default=64, ge=1, le=10_000)
     concurrency: int = Field(default=16, ge=1, le=1_000)
+    #: How long a message that finds the consumer idle waits for others to share
+    #: its inbox round trips, follow-up confirms and acks with (0: not at all).
+    inbox_gather_ms: int = Field(default=100, ge=0, le=1_000)
 
     def production_problems(self) -> list[str | None]:
         login = smtp_login_without_tls(self.smtp_username, self.smtp_starttls)

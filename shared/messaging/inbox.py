@@ -205,13 +205,29 @@ class PostgresInbox:
     buy nothing but round trips. Such an inbox takes every message as new
     and writes nothing; the pool then never holds an advisory lock, so it
     may skip asyncpg's reset.
+
+    ``gather_s`` and ``gather_max``: claims that find the inbox idle wait
+    that long for company, or until that many are asked for
+    (:class:`~shared.messaging.inbox_session.InboxSession`).
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, recorded_by_handler: bool = False) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        recorded_by_handler: bool = False,
+        gather_s: float = 0.0,
+        gather_max: int = 16,
+    ) -> None:
         self._pool = pool
         self._claims = not recorded_by_handler
-        self._session = InboxSession(pool)
+        self._session = InboxSession(pool, gather_s=gather_s, gather_max=gather_max)
         self._held: set[Key] = set()  # session locks stack: a second copy here must not
+
+    @property
+    def claim_batches(self) -> int:
+        """Round trips that claimed so far: for tests and benchmarks."""
+        return self._session.claim_batches
 
     async def ensure_schema(self) -> None:
         await self._pool.execute(INBOX_DDL)

@@ -7,8 +7,16 @@ reset per message. Here every claim, record and release asked for while the
 previous batch was on the wire goes out together: one INSERT for all
 records (one WAL flush) and, at the same time on a second connection, one
 call of ``consumer_inbox_claim_many`` that releases and claims. Under load a
-round trip serves a dozen messages; alone, a message waits for nothing but
-its own round trip.
+round trip serves a dozen messages.
+
+Messages that come one at a time (30 RSVPs a second is one every 33 ms)
+would each pay every round trip alone, and so would their follow-ups, acks
+and the broker's work on them. So a claim that finds the session idle waits
+up to ``gather_s`` for others (``INBOX_GATHER_MS``): the messages then run
+side by side and share their claims, their records, their follow-ups'
+confirms and their acks. Only that first claim waits; a record never does,
+and claims asked for while a batch is on the wire go with the next at once.
+With ``gather_s`` 0 a message alone waits for nothing but its own round trip.
 
 The locks are session-level advisory locks, so they live on one connection
 held from the pool while any claim is open, and given back (reset, which
@@ -28,6 +36,7 @@ snapshot after its locks are held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -83,8 +92,17 @@ class _Pending:
 class InboxSession:
     """Batches inbox claims, records and releases onto one pooled connection."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, gather_s: float = 0.0, gather_max: int = 16) -> None:
+        """``gather_s``: how long claims finding the session idle wait for company;
+        ``gather_max``: claims that end the wait at once (the handlers that can
+        run at once: no more claims can come)."""
+        if gather_s < 0 or gather_max < 1:
+            raise ValueError("gather_s must be >= 0 and gather_max >= 1")
         self._pool = pool
+        self._gather_s = gather_s
+        self._gather_max = gather_max
+        #: Round trips that claimed (with or without releases): for tests and benchmarks.
+        self.claim_batches = 0
         self._pending = _Pending()
         self._locks = 0  # locks held on the current session, released or not yet
         self._session = 0  # bumped whenever a connection is lost with its locks
@@ -122,10 +140,16 @@ class InboxSession:
     async def _serve(self) -> None:
         locks, records = _PooledConnection(self._pool), _PooledConnection(self._pool)
         try:
+            woken = True  # the first claims of a new worker find it idle too
             while self._pending or self._locks:
                 nothing_urgent = not (self._pending.claims or self._pending.records)
-                if nothing_urgent and await self._idle():
-                    continue
+                if nothing_urgent:
+                    if await self._idle():
+                        woken = True
+                        continue
+                elif woken and self._gather_s > 0:
+                    await self._gather()
+                woken = False
                 batch, self._pending = self._pending, _Pending()
                 # independent: a release in this batch had its record committed earlier
                 await asyncio.gather(self._record(records, batch), self._claim(locks, batch))
@@ -133,6 +157,26 @@ class InboxSession:
         finally:
             await locks.give_back()
             await records.give_back()
+
+    async def _gather(self) -> None:
+        """Let claims that found the session idle wait for company (``gather_s``).
+
+        Only claims wait, and only for the first batch after the session was
+        idle: a record is never held (its ack waits on it), and claims that
+        came while a batch was on the wire go with the next one at once.
+        """
+        assert self._wake is not None
+        pending = self._pending
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._gather_s
+        while not pending.records and len(pending.claims) < self._gather_max:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
 
     async def _idle(self) -> bool:
         """Wait for claims or records; False when only releases are due now."""
@@ -170,6 +214,7 @@ class InboxSession:
         released = [key[0] for key in batch.releases], [key[1] for key in batch.releases]
         wanted = [key[0] for key, _ in batch.claims], [key[1] for key, _ in batch.claims]
         try:
+            self.claim_batches += bool(batch.claims)
             rows = await (await locks.get()).fetch(_CLAIM_MANY, *released, *wanted)
         except Exception as exc:
             log.warning("inbox claims failed: %r", exc)
@@ -192,8 +237,17 @@ class InboxSession:
 class _PooledConnection:
     """A connection taken from the pool when first needed and kept until given back."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, gather_s: float = 0.0, gather_max: int = 16) -> None:
+        """``gather_s``: how long claims finding the session idle wait for company;
+        ``gather_max``: claims that end the wait at once (the handlers that can
+        run at once: no more claims can come)."""
+        if gather_s < 0 or gather_max < 1:
+            raise ValueError("gather_s must be >= 0 and gather_max >= 1")
         self._pool = pool
+        self._gather_s = gather_s
+        self._gather_max = gather_max
+        #: Round trips that claimed (with or without releases): for tests and benchmarks.
+        self.claim_batches = 0
         self._connection: Connection | None = None
 
     async def get(self) -> Connection:

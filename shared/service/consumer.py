@@ -46,6 +46,9 @@ class ConsumerSettings(Protocol):
     def concurrency(self) -> int: ...
 
     @property
+    def inbox_gather_ms(self) -> int: ...
+
+    @property
     def metrics_port(self) -> int | None: ...
 
 
@@ -84,7 +87,9 @@ def consumer_runtime(
     return ConsumerRuntime(
         name,
         settings.amqp_url,
-        inbox=PostgresInbox(pool),
+        inbox=PostgresInbox(
+            pool, gather_s=settings.inbox_gather_ms / 1000, gather_max=settings.concurrency
+        ),
         producer=producer,
         prefetch=settings.prefetch,
         concurrency=settings.concurrency,

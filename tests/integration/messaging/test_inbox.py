@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -84,3 +85,72 @@ async def test_an_inbox_whose_handler_records_takes_no_lock_and_writes_nothing(
     assert locks == 0
     assert unrecorded is None
     assert await inbox.seen(CONSUMER, message_id) == []
+
+
+async def test_claims_that_find_the_inbox_idle_wait_for_company_and_go_out_together(
+    pool: asyncpg.Pool,
+) -> None:
+    inbox = PostgresInbox(pool, gather_s=5.0, gather_max=3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answered: list[float] = []
+
+    async def handle(message_id: uuid.UUID) -> None:
+        async with inbox.claim(CONSUMER, message_id) as claim:
+            answered.append(loop.time() - started)
+            await claim.record([])
+
+    first = asyncio.create_task(handle(uuid.uuid4()))
+    await asyncio.sleep(0.05)
+    others = [asyncio.create_task(handle(uuid.uuid4())) for _ in range(2)]
+    await asyncio.wait_for(asyncio.gather(first, *others), 4.0)  # not the whole 5 s
+
+    # the first waited for the others; the third ended the wait (gather_max)
+    assert min(answered) >= 0.05
+    assert inbox.claim_batches == 1
+
+
+async def test_a_claim_alone_waits_at_most_the_gather_time_and_a_record_not_at_all(
+    pool: asyncpg.Pool,
+) -> None:
+    inbox = PostgresInbox(pool, gather_s=0.3, gather_max=16)
+    loop = asyncio.get_running_loop()
+    message_id = uuid.uuid4()
+
+    started = loop.time()
+    async with inbox.claim(CONSUMER, message_id) as claim:
+        claimed = loop.time() - started
+        started = loop.time()
+        await claim.record([])
+        recorded = loop.time() - started
+
+    assert 0.3 <= claimed < 2.0
+    assert recorded < 0.25  # a record goes at once, although the session just woke for it
+    assert await inbox.seen(CONSUMER, message_id) == []
+
+
+async def test_a_record_ends_the_wait_of_claims_gathering_and_takes_them_along(
+    pool: asyncpg.Pool,
+) -> None:
+    inbox = PostgresInbox(pool, gather_s=0.5, gather_max=16)
+    loop = asyncio.get_running_loop()
+    gathering = asyncio.Event()
+    answered = 0.0
+
+    async def second() -> None:
+        nonlocal answered
+        started = loop.time()
+        gathering.set()
+        async with inbox.claim(CONSUMER, uuid.uuid4()) as claim:  # finds the inbox idle
+            answered = loop.time() - started
+            await claim.record([])
+
+    async with inbox.claim(CONSUMER, uuid.uuid4()) as claim:
+        task = asyncio.create_task(second())
+        await gathering.wait()
+        await asyncio.sleep(0.05)
+        await claim.record([])  # goes at once, and the waiting claim with it
+    await task
+
+    assert answered < 0.4
+    assert inbox.claim_batches == 2
