@@ -216,7 +216,7 @@ def report(
     def side(name: str) -> dict[str, Any]:
         return {
             "requests_per_s": round(statistics.median(r.requests_per_s for r in runs[name]), 1),
-            "p99_ms": statistics.median(r.p99_ms for r in runs[name]),
+            "p99_ms": round(statistics.median(r.p99_ms for r in runs[name]), 1),
             "runs": [asdict(r) for r in runs[name]],
         }
 
