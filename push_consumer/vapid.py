@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from py_vapid import Vapid02
+from py_vapid import Vapid02, VapidException
 
 #: How long a token is valid; RFC 8292 §2 allows at most 24 hours.
 TOKEN_LIFETIME_S = 12 * 3600
@@ -133,7 +133,10 @@ class VapidAuthorizations:
     def _sign(self, audience: str, now: float) -> _Token:
         expires_at = int(now) + self._lifetime_s
         claims = {"aud": audience, "sub": self._subject, "exp": expires_at}
-        header: str = self._vapid.sign(claims)["Authorization"]
+        try:
+            header: str = self._vapid.sign(claims)["Authorization"]
+        except VapidException as exc:  # py_vapid signs for no IPv6-literal origin
+            raise ValueError(f"cannot sign a VAPID token for {audience!r}: {exc}") from exc
         # forget the expired ones, so endpoints seen once do not pile up
         self._tokens = {a: t for a, t in self._tokens.items() if t.expires_at > now}
         token = self._tokens[audience] = _Token(header, expires_at)

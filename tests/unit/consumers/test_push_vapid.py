@@ -120,6 +120,13 @@ def test_a_token_is_reused_per_push_service_until_shortly_before_it_expires() ->
     assert vapid.header_for("https://a.example/1") != first
 
 
+def test_an_origin_py_vapid_cannot_sign_for_is_a_value_error_the_sender_maps() -> None:
+    vapid = VapidAuthorizations(generate_private_key(), "mailto:ops@example.com")
+
+    with pytest.raises(ValueError, match=r"cannot sign a VAPID token for 'https://\[::1\]:8443'"):
+        vapid.header_for("https://[::1]:8443/push/abc")
+
+
 @pytest.mark.parametrize("subject", ["ops@example.com", "http://example.com", "mailto:"])
 def test_a_subject_that_is_no_contact_is_refused(subject: str) -> None:
     with pytest.raises(ValidationError, match="VAPID_SUBJECT"):

@@ -89,6 +89,26 @@ async def test_a_push_is_encrypted_for_the_subscription_with_the_rfc_8030_header
     assert request.headers["Authorization"].startswith("vapid t=")
 
 
+async def test_an_endpoint_no_vapid_token_can_be_signed_for_is_permanent_and_not_posted() -> None:
+    browser, seen = Browser(), []
+    target = PushTarget(
+        browser.target.subscription_id,
+        "https://[::1]:8443/push/abc",
+        browser.target.p256dh,
+        browser.target.auth,
+    )
+
+    def push_service(post: Post) -> PushAnswer:
+        seen.append(post)
+        return PushAnswer(201, None, b"")
+
+    with pytest.raises(PermanentError) as raised:
+        await sender(push_service).send(target, b"{}", ttl_s=60)
+
+    assert raised.value.reason == "invalid_endpoint"
+    assert seen == []
+
+
 async def test_every_push_uses_a_fresh_sender_key_and_salt() -> None:
     browser, bodies = Browser(), []
 
