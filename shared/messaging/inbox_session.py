@@ -237,17 +237,8 @@ class InboxSession:
 class _PooledConnection:
     """A connection taken from the pool when first needed and kept until given back."""
 
-    def __init__(self, pool: asyncpg.Pool, *, gather_s: float = 0.0, gather_max: int = 16) -> None:
-        """``gather_s``: how long claims finding the session idle wait for company;
-        ``gather_max``: claims that end the wait at once (the handlers that can
-        run at once: no more claims can come)."""
-        if gather_s < 0 or gather_max < 1:
-            raise ValueError("gather_s must be >= 0 and gather_max >= 1")
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._gather_s = gather_s
-        self._gather_max = gather_max
-        #: Round trips that claimed (with or without releases): for tests and benchmarks.
-        self.claim_batches = 0
         self._connection: Connection | None = None
 
     async def get(self) -> Connection:
