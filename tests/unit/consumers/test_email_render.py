@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import getaddresses, parsedate_to_datetime
@@ -29,10 +29,7 @@ from shared.schemas import (
     RsvpUpdated,
 )
 from tests.unit.consumers import email_samples as samples
-from tests.unit.consumers.email_samples import CASES, GOLDEN, rendered
-
-MAIL_FROM = "RSVP Events <no-reply@mail.example.org>"
-STARTS_AT = datetime(2026, 6, 12, 20, 0, tzinfo=timezone(timedelta(hours=2)))
+from tests.unit.consumers.email_samples import CASES, GOLDEN, MAIL_FROM, STARTS_AT, rendered
 
 
 @pytest.fixture(scope="module")
