@@ -155,9 +155,11 @@ INBOX_CONSUMER = f"{RUNTIME_NAME}/{CALENDAR_FOLLOWUPS.name}"
 #: ``push.sent`` come from two consumers working on it at the same time, a
 #: few milliseconds apart, so even 20 ms lets them share one statement; at
 #: 100 ms the reports of a few RSVPs share it at 30 RSVP/s (B2: 1.9 -> 1.2 ms
-#: of this process's CPU per RSVP, and its PostgreSQL backend's 0.55 -> 0.13).
+#: of this process's CPU per RSVP, and its PostgreSQL backend's 0.55 -> 0.13),
+#: at 250 ms those of about eight (with INBOX_GATHER_MS at 250 too, B2 at
+#: 30/s: 0.82-1.0 -> 0.74-0.81 ms, its backend's 0.14-0.16 -> 0.08-0.10).
 #: A status shows up to that much later; nothing is acked before it commits.
-GATHER_S = 0.1
+GATHER_S = 0.25
 
 
 def build_runtime(

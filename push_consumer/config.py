@@ -34,7 +34,7 @@ class Settings(ServiceSettings):
     concurrency: int = Field(default=16, ge=1, le=1_000)
     #: How long a message that finds the consumer idle waits for others to share
     #: its inbox round trips, follow-up confirms and acks with (0: not at all).
-    inbox_gather_ms: int = Field(default=100, ge=0, le=1_000)
+    inbox_gather_ms: int = Field(default=250, ge=0, le=1_000)
 
     @field_validator("vapid_private_key")
     @classmethod
