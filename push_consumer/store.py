@@ -9,6 +9,7 @@ reached, so a retry of that message skips them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,13 +23,15 @@ from shared.messaging.errors import NotAttempted
 from shared.service.consumer import nothing_to_reset
 from shared.service.database import bounded_pool, database_unreachable, until_it_lands
 
+#: The subscriptions of several (user, message) lookups at once, each row tagged
+#: with its lookup's position in the arrays (``n``, from 1).
 _SUBSCRIPTIONS = """
-SELECT s.id, s.endpoint, s.p256dh, s.auth, d.subscription_id IS NOT NULL AS already_sent
-FROM push_subscriptions s
+SELECT r.n, s.id, s.endpoint, s.p256dh, s.auth, d.subscription_id IS NOT NULL AS already_sent
+FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(user_id, message_id, n)
+JOIN push_subscriptions s ON s.user_id = r.user_id
 LEFT JOIN push_deliveries d
-       ON d.consumer = $2 AND d.message_id = $3 AND d.subscription_id = s.id
-WHERE s.user_id = $1
-ORDER BY s.created_at, s.id
+       ON d.consumer = $3 AND d.message_id = r.message_id AND d.subscription_id = s.id
+ORDER BY r.n, s.created_at, s.id
 """
 _RECORD = """
 INSERT INTO push_deliveries (consumer, message_id, subscription_id)
@@ -97,11 +100,22 @@ class SubscriptionStore(Protocol):
 
 
 class PostgresSubscriptionStore:
-    """Reads a user's subscriptions and keeps the sent-devices ledger, keyed by ``ledger``."""
+    """Reads a user's subscriptions and keeps the sent-devices ledger, keyed by ``ledger``.
+
+    Lookups asked for together share one statement. The inbox lets gathered
+    messages go side by side, so they all ask within one turn of the event
+    loop: the first schedules the statement for the end of that turn, and
+    the others join it. Lookups asked for while a statement is on the wire
+    go together in the next one, sent as soon as it returns. Each caller
+    still gets exactly its own rows, or the statement's error.
+    """
 
     def __init__(self, pool: asyncpg.Pool, *, ledger: str) -> None:
         self._pool = pool
         self._ledger = ledger
+        #: lookups waiting for the next statement: (user, message, the caller's future)
+        self._waiting: list[tuple[UUID, UUID, asyncio.Future[list[UserDevice]]]] = []
+        self._looking_up: asyncio.Task[None] | None = None
 
     async def devices_for(self, user_id: UUID, message_id: UUID) -> list[UserDevice]:
         """The user's subscriptions, each marked if ``message_id`` already reached it.
@@ -109,19 +123,57 @@ class PostgresSubscriptionStore:
         Read before any push: with the database away nothing was attempted
         (``NotAttempted``, the runtime holds the message).
         """
+        found: asyncio.Future[list[UserDevice]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((user_id, message_id, found))
+        if self._looking_up is None:
+            self._looking_up = asyncio.create_task(self._look_up_while_asked())
         try:
-            rows = await self._pool.fetch(_SUBSCRIPTIONS, user_id, self._ledger, message_id)
+            return await found
         except Exception as exc:
             if database_unreachable(exc):
                 raise NotAttempted(f"push subscriptions unreachable: {exc!r}") from exc
             raise
-        return [
-            UserDevice(
-                PushTarget(row["id"], row["endpoint"], row["p256dh"], row["auth"]),
-                already_sent=row["already_sent"],
+
+    async def _look_up_while_asked(self) -> None:
+        """Run statements until no lookup waits; a task of its own, so no caller's
+        cancellation cancels the others' statement."""
+        batch: list[tuple[UUID, UUID, asyncio.Future[list[UserDevice]]]] = []
+        try:
+            await asyncio.sleep(0)  # the rest of this turn's lookups join the first
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._look_up(batch)
+        finally:
+            self._looking_up = None
+            # cancelled (the process stopping): nobody may wait for ever
+            for *_, found in (*batch, *self._waiting):
+                if not found.done():
+                    found.set_exception(NotAttempted("push consumer stopping"))
+            self._waiting = []
+
+    async def _look_up(
+        self, batch: list[tuple[UUID, UUID, asyncio.Future[list[UserDevice]]]]
+    ) -> None:
+        users = [user_id for user_id, _, _ in batch]
+        messages = [message_id for _, message_id, _ in batch]
+        try:
+            rows = await self._pool.fetch(_SUBSCRIPTIONS, users, messages, self._ledger)
+        except Exception as exc:
+            for *_, found in batch:
+                if not found.done():
+                    found.set_exception(exc)
+            return
+        devices: list[list[UserDevice]] = [[] for _ in batch]
+        for row in rows:
+            devices[row["n"] - 1].append(
+                UserDevice(
+                    PushTarget(row["id"], row["endpoint"], row["p256dh"], row["auth"]),
+                    already_sent=row["already_sent"],
+                )
             )
-            for row in rows
-        ]
+        for (*_, found), own in zip(batch, devices, strict=True):
+            if not found.done():  # a caller cancelled meanwhile
+                found.set_result(own)
 
     async def record_sent_devices(self, message_id: UUID, subscription_ids: Sequence[UUID]) -> None:
         """Write to the ledger that ``message_id`` reached these subscriptions (before a retry).
