@@ -8,10 +8,11 @@ from typing import Any
 from bench.b2_figures import PhaseRecord, accepted, delivery_ms, per_second
 from bench.summary import target_cell
 
-#: bench.md: CPU ms per RSVP at 30 RSVP/s, per process of devtools.run's plan and in total.
+#: bench.md: CPU ms per RSVP at 30 RSVP/s, per process of devtools.run's plan and in total
+#: ("reports" is the follow-ups consumer, calendar_service.delivery_reports).
 CPU_TARGETS_MS = {
     "api": 1.5,
-    "followups": 0.7,
+    "reports": 0.7,
     "push": 2.0,
     "email": 2.5,
     "relay": 0.5,
@@ -19,7 +20,7 @@ CPU_TARGETS_MS = {
     "rabbitmq": 2.0,
 }
 CPU_TOTAL_TARGET_MS = 10.0
-RSS_TARGETS_MB = {"api": 250.0, "email": 150.0, "push": 150.0, "followups": 150.0}
+RSS_TARGETS_MB = {"api": 250.0, "email": 150.0, "push": 150.0, "reports": 150.0}
 BURST_HTTP_P99_MS = 500.0
 BURST_MAIL_P99_MS = 2000.0
 RELAY_LAG_P99_MS = 20.0
@@ -55,18 +56,16 @@ def steady_rows(f: dict[str, Any]) -> list[dict[str, Any]]:
             PEER,
         )
     ]
-    for name, ms in f["cpu_ms_per_rsvp"].items():
-        limit = CPU_TARGETS_MS.get(name)
-        target = "none set" if limit is None else f"<= {limit} ms"
-        rows.append(
-            row(
-                f"B2 CPU per RSVP, {name}, at {rate}",
-                f"{ms} ms",
-                target,
-                at_most(ms, limit or 0) if limit else None,
-            )
-        )
+    rows += [cpu_row(name, ms, rate) for name, ms in f["cpu_ms_per_rsvp"].items()]
     return rows + latency_rows(f, rate)
+
+
+def cpu_row(name: str, ms: float, rate: str) -> dict[str, Any]:
+    """One process's CPU per RSVP against its target, if it has one."""
+    limit = CPU_TARGETS_MS.get(name)
+    target = "none set" if limit is None else f"<= {limit} ms"
+    met = None if limit is None else ms <= limit
+    return row(f"B2 CPU per RSVP, {name}, at {rate}", f"{ms} ms", target, met)
 
 
 def latency_rows(f: dict[str, Any], rate: str) -> list[dict[str, Any]]:
