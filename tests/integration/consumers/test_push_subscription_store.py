@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import asyncpg
+import orjson
 import pytest
 
-from push_consumer.store import PostgresSubscriptionStore
+from push_consumer.store import _SUBSCRIPTIONS, PostgresSubscriptionStore
 from shared.messaging.errors import NotAttempted
 
 pytestmark = pytest.mark.integration
@@ -157,3 +158,102 @@ async def test_a_caller_that_goes_away_leaves_the_others_their_answer(pool: asyn
     assert [d.target.subscription_id for d in await staying] == [device]
     assert leaving.cancelled()
     assert counting.statements == [2]
+
+
+async def test_an_error_that_is_not_the_database_away_reaches_every_caller_unchanged(
+    pool: asyncpg.Pool,
+) -> None:
+    counting = CountingPool(pool, fail_with=ValueError("a bug of ours"))
+    store = PostgresSubscriptionStore(cast(asyncpg.Pool, counting), ledger=LEDGER)
+
+    outcomes = await asyncio.gather(
+        *(store.devices_for(uuid.uuid4(), uuid.uuid4()) for _ in range(2)),
+        return_exceptions=True,
+    )
+
+    assert [type(outcome) for outcome in outcomes] == [ValueError, ValueError]
+
+
+async def test_the_same_lookup_twice_in_one_statement_answers_both(pool: asyncpg.Pool) -> None:
+    user, (device,) = await user_with_devices(pool, 1)
+    counting = CountingPool(pool)
+    store = PostgresSubscriptionStore(cast(asyncpg.Pool, counting), ledger=LEDGER)
+    message = uuid.uuid4()
+
+    first, second = await asyncio.gather(
+        store.devices_for(user, message), store.devices_for(user, message)
+    )
+
+    assert counting.statements == [2]
+    assert [d.target.subscription_id for d in first] == [device]
+    assert [d.target.subscription_id for d in second] == [device]
+
+
+@pytest.mark.parametrize("when", ["before its first step", "with a statement on the wire"])
+async def test_lookups_of_a_cancelled_statement_are_not_attempted_and_the_next_ones_work(
+    pool: asyncpg.Pool, when: str
+) -> None:
+    """The consumer stopping cancels every task, the store's own among them
+    (reached here through its private handle: nothing public cancels it)."""
+    user, (device,) = await user_with_devices(pool, 1)
+    counting = CountingPool(pool)
+    counting.hold = asyncio.Event()
+    store = PostgresSubscriptionStore(cast(asyncpg.Pool, counting), ledger=LEDGER)
+
+    waiting = [asyncio.create_task(store.devices_for(user, uuid.uuid4())) for _ in range(2)]
+    if when == "before its first step":
+        await asyncio.sleep(0)  # the callers have asked; the store's task has not run yet
+    else:
+        await counting.on_the_wire.wait()
+    assert store._looking_up is not None
+    store._looking_up.cancel()
+    outcomes = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+
+    assert all(isinstance(outcome, NotAttempted) for outcome in outcomes), outcomes
+    counting.hold = None
+    later = await asyncio.wait_for(store.devices_for(user, uuid.uuid4()), 5)
+    assert [d.target.subscription_id for d in later] == [device]
+
+
+async def test_each_lookup_probes_the_indexes_even_on_tables_never_analyzed(
+    pool: asyncpg.Pool,
+) -> None:
+    """A new database, minutes after a deploy, has no statistics yet: the statement
+    must still probe ``user_id`` and the ledger's key, not scan both tables.
+    Temporary tables of the same shape (searched first, never auto-analyzed)."""
+    async with pool.acquire() as connection:
+        for table in ("push_subscriptions", "push_deliveries"):
+            await connection.execute(
+                f"CREATE TEMP TABLE {table} (LIKE public.{table} INCLUDING ALL)"
+            )
+        try:
+            await connection.execute(
+                "INSERT INTO push_subscriptions (id, user_id, endpoint, p256dh, auth)"
+                " SELECT gen_random_uuid(), gen_random_uuid(), 'https://push.example/' || n,"
+                " 'key', 'auth' FROM generate_series(1, 20000) n"
+            )
+            await connection.execute(
+                "INSERT INTO push_deliveries (consumer, message_id, subscription_id)"
+                " SELECT $1, gen_random_uuid(), id FROM push_subscriptions, generate_series(1, 10)",
+                LEDGER,
+            )
+            users = [uuid.uuid4() for _ in range(8)]
+            messages = [uuid.uuid4() for _ in range(8)]
+            plan = await connection.fetchval(
+                f"EXPLAIN (FORMAT JSON) {_SUBSCRIPTIONS}", users, messages, LEDGER
+            )
+        finally:
+            for table in ("push_subscriptions", "push_deliveries"):
+                await connection.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
+
+    scans = {
+        (node["Node Type"], node.get("Relation Name"))
+        for node in plan_nodes(orjson.loads(plan)[0]["Plan"])
+        if "Relation Name" in node
+    }
+    assert ("Seq Scan", "push_subscriptions") not in scans, scans
+    assert ("Seq Scan", "push_deliveries") not in scans, scans
+
+
+def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in plan_nodes(child))]
