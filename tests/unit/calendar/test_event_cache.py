@@ -93,9 +93,10 @@ async def test_a_cancelled_writer_does_not_cancel_its_batch_mates() -> None:
 
 
 def test_the_redis_client_reads_replies_with_hiredis() -> None:
-    """The RSVP route makes two Redis round trips; redis-py's pure-Python reply
-    reader costs a quarter more CPU per round trip than hiredis (pyproject's
-    ``redis[hiredis]``). Nothing connects here: the parser is chosen up front."""
+    """The RSVP route makes two Redis round trips; with hiredis (pyproject's
+    ``redis[hiredis]``) one costs the API about 28 % less CPU than with
+    redis-py's pure-Python reader. Nothing connects here: the parser is
+    chosen up front, the same for every client redis-py builds."""
     assert HIREDIS_AVAILABLE
     client = redis.Redis.from_url("redis://127.0.0.1:6379")
     parser = client.connection_pool.connection_kwargs.get("parser_class", DefaultParser)
