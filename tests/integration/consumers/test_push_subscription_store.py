@@ -44,6 +44,15 @@ class CountingPool:
         return await self._pool.fetch(query, *args)
 
 
+def store_holding_its_first_statement(
+    pool: asyncpg.Pool,
+) -> tuple[CountingPool, asyncio.Event, PostgresSubscriptionStore]:
+    """A store whose first statement waits on the wire until the returned event is set."""
+    counting = CountingPool(pool)
+    counting.hold = hold = asyncio.Event()
+    return counting, hold, PostgresSubscriptionStore(cast(asyncpg.Pool, counting), ledger=LEDGER)
+
+
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with asyncpg.create_pool(
@@ -109,10 +118,7 @@ async def test_lookups_asked_while_a_statement_is_on_the_wire_go_together_in_the
     pool: asyncpg.Pool,
 ) -> None:
     user, (device,) = await user_with_devices(pool, 1)
-    counting = CountingPool(pool)
-    counting.hold = asyncio.Event()
-    hold = counting.hold
-    store = PostgresSubscriptionStore(cast(asyncpg.Pool, counting), ledger=LEDGER)
+    counting, hold, store = store_holding_its_first_statement(pool)
 
     first = asyncio.create_task(store.devices_for(user, uuid.uuid4()))
     await counting.on_the_wire.wait()
@@ -127,10 +133,17 @@ async def test_lookups_asked_while_a_statement_is_on_the_wire_go_together_in_the
     assert [[d.target.subscription_id for d in a] for a in answers] == [[device]] * 3
 
 
-async def test_a_statement_that_cannot_reach_the_database_is_not_attempted_for_each_lookup(
-    pool: asyncpg.Pool,
+@pytest.mark.parametrize(
+    ("failure", "each_caller_gets"),
+    [
+        (ConnectionRefusedError("database away"), NotAttempted),  # held, no attempt counted
+        (ValueError("a bug of ours"), ValueError),  # not the database away: passed on unchanged
+    ],
+)
+async def test_a_failed_statement_fails_every_lookup_in_it(
+    pool: asyncpg.Pool, failure: Exception, each_caller_gets: type[Exception]
 ) -> None:
-    counting = CountingPool(pool, fail_with=ConnectionRefusedError("database away"))
+    counting = CountingPool(pool, fail_with=failure)
     store = PostgresSubscriptionStore(cast(asyncpg.Pool, counting), ledger=LEDGER)
 
     outcomes = await asyncio.gather(
@@ -139,15 +152,12 @@ async def test_a_statement_that_cannot_reach_the_database_is_not_attempted_for_e
     )
 
     assert counting.statements == [3]
-    assert all(isinstance(outcome, NotAttempted) for outcome in outcomes), outcomes
+    assert [type(outcome) for outcome in outcomes] == [each_caller_gets] * 3
 
 
 async def test_a_caller_that_goes_away_leaves_the_others_their_answer(pool: asyncpg.Pool) -> None:
     user, (device,) = await user_with_devices(pool, 1)
-    counting = CountingPool(pool)
-    counting.hold = asyncio.Event()
-    hold = counting.hold
-    store = PostgresSubscriptionStore(cast(asyncpg.Pool, counting), ledger=LEDGER)
+    counting, hold, store = store_holding_its_first_statement(pool)
 
     leaving = asyncio.create_task(store.devices_for(user, uuid.uuid4()))
     staying = asyncio.create_task(store.devices_for(user, uuid.uuid4()))
@@ -158,20 +168,6 @@ async def test_a_caller_that_goes_away_leaves_the_others_their_answer(pool: asyn
     assert [d.target.subscription_id for d in await staying] == [device]
     assert leaving.cancelled()
     assert counting.statements == [2]
-
-
-async def test_an_error_that_is_not_the_database_away_reaches_every_caller_unchanged(
-    pool: asyncpg.Pool,
-) -> None:
-    counting = CountingPool(pool, fail_with=ValueError("a bug of ours"))
-    store = PostgresSubscriptionStore(cast(asyncpg.Pool, counting), ledger=LEDGER)
-
-    outcomes = await asyncio.gather(
-        *(store.devices_for(uuid.uuid4(), uuid.uuid4()) for _ in range(2)),
-        return_exceptions=True,
-    )
-
-    assert [type(outcome) for outcome in outcomes] == [ValueError, ValueError]
 
 
 async def test_the_same_lookup_twice_in_one_statement_answers_both(pool: asyncpg.Pool) -> None:
@@ -196,9 +192,7 @@ async def test_lookups_of_a_cancelled_statement_are_not_attempted_and_the_next_o
     """The consumer stopping cancels every task, the store's own among them
     (reached here through its private handle: nothing public cancels it)."""
     user, (device,) = await user_with_devices(pool, 1)
-    counting = CountingPool(pool)
-    counting.hold = asyncio.Event()
-    store = PostgresSubscriptionStore(cast(asyncpg.Pool, counting), ledger=LEDGER)
+    counting, _, store = store_holding_its_first_statement(pool)
 
     waiting = [asyncio.create_task(store.devices_for(user, uuid.uuid4())) for _ in range(2)]
     if when == "before its first step":
